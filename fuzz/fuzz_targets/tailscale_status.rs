@@ -2,6 +2,11 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    // Filled by the crate's owner: calls the crate's own parser on hostile bytes.
-    let _ = data;
+    // tailnet-boot's typed `tailscale status --json` parser on hostile bytes: it must return an
+    // error or a value, never panic, and what it accepts must be consistent.
+    if let Ok(status) = tailnet_boot::parse_status(data) {
+        assert!(data.len() <= tailnet_boot::MAX_STATUS_BYTES);
+        let name = status.backend_state.name().to_owned();
+        assert_eq!(tailnet_boot::BackendState::from_name(&name), status.backend_state);
+    }
 });

