@@ -256,12 +256,12 @@ macro_rules! one_key_schema {
 
 macro_rules! unit_pattern {
     () => {
-        r#""^[A-Za-z0-9:_.\\][A-Za-z0-9:_.\\-]*(@[A-Za-z0-9:_.\\@-]+)?\\.(service|socket|target|device|mount|automount|swap|timer|path|slice|scope)$""#
+        r#""^[A-Za-z0-9:_.\\\\][A-Za-z0-9:_.\\\\-]*(@[A-Za-z0-9:_.\\\\@-]+)?\\.(service|socket|target|device|mount|automount|swap|timer|path|slice|scope)$""#
     };
 }
 macro_rules! target_pattern {
     () => {
-        r#""^[A-Za-z0-9:_.\\][A-Za-z0-9:_.\\-]*(@[A-Za-z0-9:_.\\@-]+)?\\.target$""#
+        r#""^[A-Za-z0-9:_.\\\\][A-Za-z0-9:_.\\\\-]*(@[A-Za-z0-9:_.\\\\@-]+)?\\.target$""#
     };
 }
 
@@ -626,6 +626,11 @@ mod tests {
         for id in BUILTIN.ids() {
             assert!(schema.contains(id), "{id}");
         }
+        // In the JSON text a regex backslash is doubled: `[...\\\\]` is "a literal backslash".
+        assert!(
+            schema.contains(r"[A-Za-z0-9:_.\\\\][A-Za-z0-9:_.\\\\-]*"),
+            "{schema}"
+        );
     }
 
     #[test]
