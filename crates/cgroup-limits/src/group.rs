@@ -206,24 +206,26 @@ impl WorkloadCgroup {
         limits: &Limits,
         options: &Options,
     ) -> Result<(), CgroupError> {
+        let mut first_error = None;
         for p in placements {
-            let needed = p.roles.iter().any(|r| required.contains(r));
-            let created = create_in(&p, name, required, options);
-            match created {
+            // On a v2-only host the one group is the workload: it can never be skipped.
+            let needed = p.carries_limits || p.roles.iter().any(|r| required.contains(r));
+            match create_in(&p, name, required, options) {
                 Ok((dir, notes)) => {
                     self.missing.extend(notes);
                     self.set.dirs.push(dir);
                 }
                 Err(e) if needed && !options.best_effort => return Err(e),
-                Err(e) => self.missing.push(format!(
-                    "{} group not created: {e}",
-                    p.roles
-                        .iter()
-                        .map(|r| r.label())
-                        .collect::<Vec<_>>()
-                        .join("+")
-                )),
+                Err(e) => {
+                    let roles: Vec<&str> = p.roles.iter().map(|r| r.label()).collect();
+                    self.missing
+                        .push(format!("{} group not created: {e}", roles.join("+")));
+                    first_error.get_or_insert(e);
+                }
             }
+        }
+        if self.set.dirs.is_empty() {
+            return Err(first_error.unwrap_or(CgroupError::NoCgroupMount));
         }
         self.apply_limits(limits, options.best_effort)
     }

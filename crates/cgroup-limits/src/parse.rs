@@ -548,6 +548,51 @@ mod tests {
         assert!(parse_controller_list("memory ../x").is_err());
     }
 
+    #[test]
+    fn this_hosts_files_parse() {
+        // Whatever this host has of the files the crate reads must parse; absent ones are
+        // named so a reader sees what was not covered.
+        let flat = [
+            "/sys/fs/cgroup/memory/memory.stat",
+            "/sys/fs/cgroup/memory/memory.oom_control",
+            "/sys/fs/cgroup/cpuacct/cpuacct.stat",
+            "/sys/fs/cgroup/unified/cpu.stat",
+            "/sys/fs/cgroup/cpu.stat",
+            "/sys/fs/cgroup/memory.stat",
+        ];
+        let mut seen = 0;
+        for path in flat {
+            match std::fs::read_to_string(path) {
+                Ok(text) => {
+                    let kv = parse_flat_keyed(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+                    assert!(kv.len() > 0, "{path}");
+                    seen += 1;
+                }
+                Err(e) => println!("not on this host: {path}: {e}"),
+            }
+        }
+        let single = [
+            "/sys/fs/cgroup/cpuacct/cpuacct.usage",
+            "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+        ];
+        for path in single {
+            if let Ok(text) = std::fs::read_to_string(path) {
+                parse_single_u64(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+                seen += 1;
+            }
+        }
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        assert!(!parse_proc_cgroup(&own).unwrap().is_empty());
+        let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!parse_mountinfo_cgroups(&mi).unwrap().is_empty());
+        let procs = std::fs::read_to_string("/sys/fs/cgroup/pids/cgroup.procs")
+            .or_else(|_| std::fs::read_to_string("/sys/fs/cgroup/cgroup.procs"));
+        if let Ok(procs) = procs {
+            assert!(!parse_pid_list(&procs).unwrap().is_empty());
+        }
+        println!("{seen} interface files parsed");
+    }
+
     fn key() -> impl Strategy<Value = String> {
         "[a-z_][a-z0-9_.]{0,20}"
     }

@@ -242,6 +242,12 @@ impl CgroupSetup {
             .map(|root| CgroupSetup::Unified { root: root.clone() })
     }
 
+    /// The v1 hierarchies of this setup alone, as a [`CgroupSetup::Legacy`] setup (teardown
+    /// then uses the v1 freezer instead of `cgroup.kill`). `None` on a v2-only host.
+    pub fn v1_only(&self) -> Option<CgroupSetup> {
+        self.v1().map(|v1| CgroupSetup::Legacy { v1: v1.clone() })
+    }
+
     pub(crate) fn v1(&self) -> Option<&V1Mounts> {
         match self {
             CgroupSetup::Unified { .. } => None,
