@@ -884,21 +884,30 @@ pub fn cleanup_stale(prefix: &str, options: &Options) -> Result<Vec<PathBuf>, Cg
     let (placements, _missing) = placements(&setup, options)?;
     // name -> its directories in every hierarchy
     let mut stale: Vec<(String, Vec<GroupDir>)> = Vec::new();
+    let mut errors = Vec::new();
     for p in &placements {
+        // One unreadable hierarchy does not keep the others from being cleaned.
         let entries = match std::fs::read_dir(&p.parent) {
             Ok(e) => e,
             Err(source) => {
-                return Err(CgroupError::Inspect {
+                errors.push(CgroupError::Inspect {
                     path: p.parent.clone(),
                     source,
                 });
+                continue;
             }
         };
         for entry in entries {
-            let entry = entry.map_err(|source| CgroupError::Inspect {
-                path: p.parent.clone(),
-                source,
-            })?;
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(source) => {
+                    errors.push(CgroupError::Inspect {
+                        path: p.parent.clone(),
+                        source,
+                    });
+                    break;
+                }
+            };
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
@@ -920,7 +929,6 @@ pub fn cleanup_stale(prefix: &str, options: &Options) -> Result<Vec<PathBuf>, Cg
         }
     }
     let mut removed = Vec::new();
-    let mut errors = Vec::new();
     for (_name, dirs) in stale {
         let paths: Vec<PathBuf> = dirs.iter().map(|d| d.dir.clone()).collect();
         let mut set = GroupSet {
@@ -951,4 +959,116 @@ fn pid_alive(pid: u32) -> bool {
         rustix::process::test_kill_process(pid),
         Err(rustix::io::Errno::SRCH)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    //! Readings and OOM counters from v2 and v1 file names, on plain directories standing in
+    //! for cgroup directories (this host's v2 tree has no controllers).
+    use super::*;
+
+    fn fake(dir: &Path, v2: bool, roles: Vec<Role>) -> WorkloadCgroup {
+        WorkloadCgroup {
+            name: "fake".to_owned(),
+            kind: if v2 {
+                SetupKind::Unified
+            } else {
+                SetupKind::Legacy
+            },
+            set: GroupSet {
+                dirs: vec![GroupDir {
+                    dir: dir.to_owned(),
+                    v2,
+                    roles,
+                }],
+                timeout: Duration::from_millis(100),
+                // Never kill or remove anything for a fake.
+                live: false,
+            },
+            limits: Limits::none(),
+            applied: AppliedLimits::default(),
+            missing: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn v2_readings_and_oom_counter() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        std::fs::write(d.join("memory.current"), "1000\n").unwrap();
+        std::fs::write(d.join("memory.peak"), "5000\n").unwrap();
+        std::fs::write(d.join("cpu.stat"), "usage_usec 250000\nuser_usec 1\n").unwrap();
+        std::fs::write(d.join("pids.current"), "3\n").unwrap();
+        std::fs::write(
+            d.join("memory.events"),
+            "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\noom_group_kill 0\n",
+        )
+        .unwrap();
+        let g = fake(
+            d,
+            true,
+            vec![Role::Memory, Role::CpuTime, Role::Pids, Role::Unified],
+        );
+        let u = g.usage().unwrap();
+        assert_eq!(u.memory_current, Some(1000));
+        assert_eq!(u.memory_peak, Some(5000));
+        assert_eq!(u.cpu_time, Some(Duration::from_millis(250)));
+        assert_eq!(u.pids_current, Some(3));
+        assert_eq!(g.oom_kills().unwrap(), 1);
+        // memory.peak is 5.19+: absent means no reading, not an error.
+        std::fs::remove_file(d.join("memory.peak")).unwrap();
+        assert_eq!(g.usage().unwrap().memory_peak, None);
+        // A garbled file is an error naming it.
+        std::fs::write(d.join("memory.events"), "oom_kill lots\n").unwrap();
+        let e = g.oom_kills().unwrap_err().to_string();
+        assert!(e.contains("memory.events"), "{e}");
+    }
+
+    #[test]
+    fn v1_readings_and_oom_counter() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        std::fs::write(d.join("memory.usage_in_bytes"), "4096\n").unwrap();
+        std::fs::write(d.join("memory.max_usage_in_bytes"), "8192\n").unwrap();
+        std::fs::write(d.join("cpuacct.usage"), "1500000000\n").unwrap();
+        std::fs::write(
+            d.join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .unwrap();
+        let g = fake(d, false, vec![Role::Memory, Role::CpuTime]);
+        let u = g.usage().unwrap();
+        assert_eq!(u.memory_current, Some(4096));
+        assert_eq!(u.memory_peak, Some(8192));
+        assert_eq!(u.cpu_time, Some(Duration::from_millis(1500)));
+        assert_eq!(u.pids_current, None);
+        assert!(g.oom_killed().unwrap());
+        let none = fake(d, false, vec![Role::CpuTime]);
+        assert!(matches!(
+            none.oom_kills(),
+            Err(CgroupError::NotTracked {
+                controller: "memory",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn v2_oom_watch_wakes_on_memory_events_change() {
+        // inotify IN_MODIFY behaves the same on a regular file as on memory.events.
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        std::fs::write(d.join("memory.events"), "oom_kill 0\n").unwrap();
+        let g = fake(d, true, vec![Role::Memory]);
+        let mut watch = crate::OomWatch::new(&g).unwrap();
+        assert!(!watch.wait(Duration::from_millis(50)).unwrap());
+        let path = d.join("memory.events");
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            std::fs::write(path, "oom_kill 1\n").unwrap();
+        });
+        assert!(watch.wait(Duration::from_secs(5)).unwrap());
+        writer.join().unwrap();
+        assert_eq!(g.oom_kills().unwrap(), 1);
+    }
 }

@@ -223,3 +223,77 @@ pub(crate) fn set_frozen(dir: &Path, v2: bool, frozen: bool) -> Result<(), Cgrou
     };
     result.map_err(|e| write_error(dir.join(file), value.to_owned(), &e))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The file names and values written, checked on plain directories standing in for cgroup
+    //! directories: this host has no v2 controllers, so the v2 writes are checked here.
+    use super::*;
+
+    fn read(dir: &Path, file: &str) -> String {
+        std::fs::read_to_string(dir.join(file)).unwrap()
+    }
+
+    #[test]
+    fn v2_files_and_values() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        std::fs::write(d.join("memory.swap.max"), "max\n").unwrap();
+        std::fs::write(d.join("cpu.max"), "max 100000\n").unwrap();
+        let applied = set_memory_max(d, true, 64 << 20).unwrap();
+        assert_eq!(read(d, "memory.max"), "67108864");
+        assert_eq!(read(d, "memory.swap.max"), "0");
+        assert_eq!(applied.len(), 2);
+        set_memory_high(d, 32 << 20).unwrap();
+        assert_eq!(read(d, "memory.high"), "33554432");
+        set_cpu_quota(d, true, 25_000).unwrap();
+        assert_eq!(read(d, "cpu.max"), "25000 100000");
+        set_cpu_weight(d, true, 100).unwrap();
+        assert_eq!(read(d, "cpu.weight"), "100");
+        set_pids_max(d, true, 32).unwrap();
+        assert_eq!(read(d, "pids.max"), "32");
+        set_frozen(d, true, true).unwrap();
+        assert_eq!(read(d, "cgroup.freeze"), "1");
+        set_frozen(d, true, false).unwrap();
+        assert_eq!(read(d, "cgroup.freeze"), "0");
+    }
+
+    #[test]
+    fn v1_files_and_values() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        // No memsw file: swap accounting off, only the memory limit is written.
+        assert_eq!(set_memory_max(d, false, 4096).unwrap().len(), 1);
+        std::fs::write(d.join("memory.memsw.limit_in_bytes"), "").unwrap();
+        assert_eq!(set_memory_max(d, false, 1 << 20).unwrap().len(), 2);
+        assert_eq!(read(d, "memory.limit_in_bytes"), "1048576");
+        assert_eq!(read(d, "memory.memsw.limit_in_bytes"), "1048576");
+        let cpu = set_cpu_quota(d, false, 50_000).unwrap();
+        assert_eq!(cpu.len(), 2);
+        assert_eq!(read(d, "cpu.cfs_period_us"), "100000");
+        assert_eq!(read(d, "cpu.cfs_quota_us"), "50000");
+        set_cpu_weight(d, false, 10_000).unwrap();
+        assert_eq!(read(d, "cpu.shares"), "262144");
+        set_frozen(d, false, true).unwrap();
+        assert_eq!(read(d, "freezer.state"), "FROZEN");
+    }
+
+    #[test]
+    fn a_failed_write_names_path_value_and_os_error() {
+        let missing = Path::new("/nonexistent-cgroup-dir");
+        let err = set_pids_max(missing, true, 5).unwrap_err();
+        match &err {
+            CgroupError::Write {
+                path,
+                value,
+                source,
+            } => {
+                assert_eq!(path, &missing.join("pids.max"));
+                assert_eq!(value, "5");
+                assert_eq!(source.kind(), io::ErrorKind::NotFound, "{source}");
+            }
+            other => panic!("{other}"),
+        }
+        assert!(err.to_string().contains("/nonexistent-cgroup-dir/pids.max"));
+    }
+}
