@@ -1,10 +1,243 @@
 //! `sandbox-run`: run a program in a fail-closed namespace sandbox (see README).
-use std::process::ExitCode;
+//!
+//! Exit codes: the program's own; 128+N if it was killed by signal N (137 also when the OOM
+//! killer ended it); 124 timeout; 125 the sandbox could not be set up (nothing was run);
+//! 126 the program is not executable; 127 not found.
+#![forbid(unsafe_code)]
 
-/// Exit code for "the sandbox could not be set up; nothing was run".
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use ns_sandbox::{Error, Net, Outcome, Profile, Sandbox};
+
+mod size;
+
+/// Exit code: timeout.
+const EXIT_TIMEOUT: u8 = 124;
+/// Exit code: the sandbox could not be set up; nothing was run.
 const EXIT_SETUP_FAILED: u8 = 125;
+/// Exit code: the program is not executable.
+const EXIT_NOT_EXECUTABLE: u8 = 126;
+/// Exit code: the program was not found.
+const EXIT_NOT_FOUND: u8 = 127;
+
+/// Run PROGRAM in fresh namespaces on a tmpfs root, with Landlock, seccomp and no capabilities.
+///
+/// Every isolation layer is on; if one cannot be set up, nothing runs (exit 125) unless
+/// --best-effort is given. Exit codes: the program's own; 128+N killed by signal N (137 for
+/// OOM); 124 timeout; 125 sandbox set-up failed; 126 not executable; 127 not found.
+#[derive(Debug, Parser)]
+#[command(name = "sandbox-run", version)]
+struct Cli {
+    /// Host directory mounted read-write at /work (the only writable host path).
+    #[arg(long, value_name = "DIR")]
+    work: Option<PathBuf>,
+    /// Extra read-only bind of host PATH (at DEST, default the same path); repeatable.
+    #[arg(long, value_name = "PATH[:DEST]")]
+    ro: Vec<String>,
+    /// Read-only system paths the program needs: minimal, shell, python.
+    #[arg(long, value_name = "NAME", default_value = "minimal")]
+    profile: String,
+    /// Size of the tmpfs root (K, M, G suffixes, binary).
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = size::parse_size)]
+    ramdisk: u64,
+    /// Network: none (no interface up) or loopback (own netns with only lo, up).
+    #[arg(long, value_name = "none|loopback", default_value = "loopback")]
+    net: String,
+    /// Host name inside.
+    #[arg(long, value_name = "NAME", default_value = "sandbox")]
+    hostname: String,
+    /// Set an environment variable inside (the environment is clean otherwise: PATH, HOME).
+    #[arg(long, value_name = "K=V")]
+    env: Vec<String>,
+    /// Pass this variable from our environment; repeatable.
+    #[arg(long, value_name = "K")]
+    keep_env: Vec<String>,
+    /// Host uid to run as when sandbox-run runs as root [default: owner of --work when not
+    /// root, else 65534]. An unprivileged caller always runs as itself.
+    #[arg(long, value_name = "UID")]
+    uid: Option<u32>,
+    /// Kill the whole sandbox after DUR (e.g. 10s, 1m) and exit 124.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    timeout: Option<Duration>,
+    /// Write a JSON report of the isolation applied and the outcome to PATH ("-" = stdout).
+    #[arg(long, value_name = "PATH|-")]
+    report: Option<String>,
+    /// Run even if some isolation layer is unavailable (the report lists what is missing).
+    #[arg(long)]
+    best_effort: bool,
+    /// The program and its arguments.
+    #[arg(required = true, last = true, value_name = "PROGRAM [ARG]...")]
+    command: Vec<OsString>,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|err| format!("{text:?}: {err}"))
+}
 
 fn main() -> ExitCode {
-    eprintln!("sandbox-run: not built yet (tracked by the ns-sandbox issue); nothing was run");
-    ExitCode::from(EXIT_SETUP_FAILED)
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SANDBOX_RUN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let started = Instant::now();
+    let (code, report) = run(&cli, started);
+    if let Some(dest) = &cli.report {
+        let text = serde_json::to_string_pretty(&report).unwrap_or_else(|_| "{}".into());
+        if dest == "-" {
+            println!("{text}");
+        } else if let Err(e) = std::fs::write(dest, text + "\n") {
+            eprintln!("sandbox-run: cannot write the report to {dest}: {e}");
+        }
+    }
+    ExitCode::from(code)
+}
+
+fn setup_failed(msg: String, started: Instant) -> (u8, serde_json::Value) {
+    eprintln!("sandbox-run: {msg}; nothing was run");
+    (
+        EXIT_SETUP_FAILED,
+        serde_json::json!({
+            "outcome": {
+                "result": "setup_failed",
+                "error": msg,
+                "exit_code": EXIT_SETUP_FAILED,
+                "wall_time_ms": started.elapsed().as_millis() as u64,
+            }
+        }),
+    )
+}
+
+fn run(cli: &Cli, started: Instant) -> (u8, serde_json::Value) {
+    let builder = match build(cli) {
+        Ok(b) => b,
+        Err(msg) => return setup_failed(msg, started),
+    };
+    let mut child = match builder.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = match &e {
+                Error::NotFound { .. } => EXIT_NOT_FOUND,
+                Error::NotExecutable { .. } => EXIT_NOT_EXECUTABLE,
+                _ => return setup_failed(e.to_string(), started),
+            };
+            eprintln!("sandbox-run: {e}");
+            return (
+                code,
+                serde_json::json!({
+                    "outcome": {
+                        "result": "exec_failed",
+                        "error": e.to_string(),
+                        "exit_code": code,
+                        "wall_time_ms": started.elapsed().as_millis() as u64,
+                    }
+                }),
+            );
+        }
+    };
+    tracing::debug!(pid = child.pid(), "sandbox started");
+    let mut timed_out = false;
+    let outcome = match child.wait_timeout(cli.timeout) {
+        Ok(Some(o)) => Ok(o),
+        Ok(None) => {
+            timed_out = true;
+            if let Err(e) = child.kill() {
+                tracing::warn!("killing the sandbox: {e}");
+            }
+            child.wait()
+        }
+        Err(e) => Err(e),
+    };
+    let mut report = serde_json::to_value(child.report()).unwrap_or_default();
+    let wall = started.elapsed().as_millis() as u64;
+    let (code, outcome_json) = match outcome {
+        Err(e) => {
+            eprintln!("sandbox-run: {e}");
+            (
+                EXIT_SETUP_FAILED,
+                serde_json::json!({"result": "error", "error": e.to_string()}),
+            )
+        }
+        Ok(_) if timed_out => {
+            eprintln!(
+                "sandbox-run: timed out after {}; the sandbox was killed",
+                humantime::format_duration(cli.timeout.unwrap_or_default())
+            );
+            (EXIT_TIMEOUT, serde_json::json!({"result": "timeout"}))
+        }
+        Ok(Outcome::Exited(c)) => (
+            u8::try_from(c).unwrap_or(1),
+            serde_json::json!({"result": "exited", "exit_code": c}),
+        ),
+        Ok(Outcome::Signaled(s)) => (
+            u8::try_from(128 + s).unwrap_or(255),
+            serde_json::json!({"result": "signaled", "signal": s}),
+        ),
+        Ok(other) => (
+            u8::try_from(other.code()).unwrap_or(1),
+            serde_json::json!({"result": "other", "code": other.code()}),
+        ),
+    };
+    let mut outcome_json = outcome_json;
+    if let Some(o) = outcome_json.as_object_mut() {
+        o.insert("exit_code".into(), code.into());
+        o.insert("timed_out".into(), timed_out.into());
+        o.insert("wall_time_ms".into(), wall.into());
+        o.insert(
+            "timeout_ms".into(),
+            cli.timeout
+                .map(|t| serde_json::Value::from(t.as_millis() as u64))
+                .unwrap_or(serde_json::Value::Null),
+        );
+    }
+    if let Some(r) = report.as_object_mut() {
+        r.insert("outcome".into(), outcome_json);
+    }
+    (code, report)
+}
+
+fn build(cli: &Cli) -> Result<ns_sandbox::SandboxBuilder, String> {
+    let (program, args) = cli
+        .command
+        .split_first()
+        .ok_or_else(|| "no program given".to_string())?;
+    let profile: Profile = cli.profile.parse().map_err(|e: Error| e.to_string())?;
+    let net: Net = cli.net.parse().map_err(|e: Error| e.to_string())?;
+    let mut b = Sandbox::builder(program.clone())
+        .args(args.iter().cloned())
+        .profile(profile)
+        .net(net)
+        .hostname(cli.hostname.clone())
+        .ramdisk_size(cli.ramdisk)
+        .best_effort(cli.best_effort);
+    if let Some(w) = &cli.work {
+        b = b.work_dir(w.clone());
+    }
+    for spec in &cli.ro {
+        let (src, dest) = match spec.split_once(':') {
+            Some((s, d)) => (s, d),
+            None => (spec.as_str(), spec.as_str()),
+        };
+        b = b.ro_bind(src, dest);
+    }
+    for kv in &cli.env {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("--env {kv:?}: expected K=V"))?;
+        b = b.env(k, v);
+    }
+    for k in &cli.keep_env {
+        b = b.keep_env(k);
+    }
+    if let Some(uid) = cli.uid {
+        b = b.host_uid(uid);
+    }
+    Ok(b)
 }
