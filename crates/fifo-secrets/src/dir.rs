@@ -35,7 +35,8 @@ pub struct SendOptions {
     /// (a total, not an idle timeout; default 30 s).
     pub write_timeout: Duration,
     /// Raise this flag (from any thread) to stop waiting: the send ends with
-    /// [`SecretError::Cancelled`] within about 20 ms.
+    /// [`SecretError::Cancelled`] within about 20 ms. Dropping the [`SecretDir`] also ends
+    /// a send that is still waiting for its reader with `Cancelled`.
     pub cancel: Option<Arc<AtomicBool>>,
 }
 
@@ -499,15 +500,25 @@ impl SecretFifo {
         let st = match rustix::fs::statat(&*self.dir, self.name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
         {
             Ok(st) => st,
-            Err(Errno::NOENT) => {
-                return Err(SecretError::Swapped {
-                    path: self.path.clone(),
-                    reason: "the FIFO was removed by someone else",
-                });
-            }
+            Err(Errno::NOENT) => return Err(self.vanished()),
             Err(e) => return Err(SecretError::io(&self.path, "lstat", e)),
         };
         self.check_stat(&st)
+    }
+
+    /// The FIFO's name is gone. If its whole directory was removed (its `SecretDir` was
+    /// dropped), that is how the owner cancels outstanding sends; otherwise someone else
+    /// removed it.
+    fn vanished(&self) -> SecretError {
+        match rustix::fs::fstat(&*self.dir) {
+            Ok(st) if st.st_nlink == 0 => SecretError::Cancelled {
+                path: self.path.clone(),
+            },
+            _ => SecretError::Swapped {
+                path: self.path.clone(),
+                reason: "the FIFO was removed by someone else",
+            },
+        }
     }
 
     fn check_stat(&self, st: &rustix::fs::Stat) -> Result<(), SecretError> {
@@ -596,12 +607,7 @@ impl SecretFifo {
                         reason: "a symlink",
                     });
                 }
-                Err(Errno::NOENT) => {
-                    return Err(SecretError::Swapped {
-                        path: self.path.clone(),
-                        reason: "the FIFO was removed by someone else",
-                    });
-                }
+                Err(Errno::NOENT) => return Err(self.vanished()),
                 Err(e) => return Err(SecretError::io(&self.path, "open", e)),
             }
             // No reader yet. A path swapped for another FIFO would also say ENXIO: check.

@@ -173,3 +173,41 @@ impl SecretBuf {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn growing_keeps_bytes_and_truncate_zeroes_the_tail() {
+        let mut buf = SecretBuf::with_capacity(10).unwrap();
+        let data: Vec<u8> = (0..=255u8).cycle().take(3 * 4096 + 7).collect();
+        for chunk in data.chunks(1000) {
+            buf.extend_from_slice(chunk, usize::MAX).unwrap();
+        }
+        assert_eq!(buf.as_slice(), &data[..]);
+        buf.truncate(5);
+        assert_eq!(buf.as_slice(), &data[..5]);
+        let spare = buf.spare(100, usize::MAX).unwrap();
+        assert!(spare.iter().all(|&b| b == 0), "truncated bytes were zeroed");
+    }
+
+    #[test]
+    fn limit_is_enforced_and_spare_never_exceeds_it() {
+        let mut buf = SecretBuf::with_capacity(1).unwrap();
+        assert!(matches!(
+            buf.extend_from_slice(&[1; 11], 10),
+            Err(SecretError::TooLarge { limit: 10 })
+        ));
+        buf.extend_from_slice(&[1; 10], 10).unwrap();
+        // One byte past the limit is offered, so a reader can detect over-long input.
+        assert_eq!(buf.spare(4096, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn from_vec_copies_exactly() {
+        let s = SecretBytes::from_vec(vec![9, 8, 7]).unwrap();
+        assert_eq!(s.expose(), &[9, 8, 7]);
+        assert_eq!(format!("{s:?}"), "SecretBytes(<3 bytes>)");
+    }
+}

@@ -200,3 +200,89 @@ pub(crate) fn with_sigpipe_blocked<T>(f: impl FnOnce() -> T) -> T {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `VmFlags` of the mapping that starts at `addr`, from `/proc/self/smaps`.
+    fn vm_flags(addr: usize) -> Vec<String> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let start = format!("{addr:x}-");
+        let mut in_it = false;
+        for line in smaps.lines() {
+            if line.starts_with(|c: char| c.is_ascii_hexdigit()) && line.contains('-') {
+                in_it = line.starts_with(&start) || line.starts_with(&format!("{addr:08x}-"));
+            } else if in_it && let Some(flags) = line.strip_prefix("VmFlags:") {
+                return flags.split_whitespace().map(str::to_owned).collect();
+            }
+        }
+        panic!("no mapping at {addr:x} in smaps");
+    }
+
+    #[test]
+    fn anonymous_fallback_is_dontdump_and_locked_when_allowed() {
+        let mut region = Region::anonymous(rustix::param::page_size()).unwrap();
+        region.as_mut_slice()[0] = 42;
+        let flags = vm_flags(region.ptr.as_ptr() as usize);
+        let p = region.protections();
+        assert!(!p.memfd_secret);
+        assert!(p.dontdump && flags.contains(&"dd".to_owned()), "{flags:?}");
+        assert_eq!(
+            p.mlocked,
+            flags.contains(&"lo".to_owned()),
+            "{p:?} vs {flags:?}"
+        );
+        if !p.mlocked {
+            println!("note: mlock refused here (RLIMIT_MEMLOCK); reported as mlocked=false");
+        }
+    }
+
+    #[test]
+    fn secretmem_region_is_locked_and_dontdump_per_the_kernel() {
+        let region = match Region::secret(rustix::param::page_size()) {
+            Ok(r) => r,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                println!("SKIP: memfd_secret not in this kernel ({e})");
+                return;
+            }
+            Err(e) => panic!("memfd_secret present but unusable: {e}"),
+        };
+        let flags = vm_flags(region.ptr.as_ptr() as usize);
+        assert!(flags.contains(&"dd".to_owned()), "{flags:?}");
+        assert!(flags.contains(&"lo".to_owned()), "{flags:?}");
+        assert!(region.protections().memfd_secret);
+    }
+
+    #[test]
+    fn regions_round_up_to_pages_and_start_zeroed() {
+        let page = rustix::param::page_size();
+        let r = Region::new(1).unwrap();
+        assert_eq!(r.capacity(), page);
+        assert!(r.as_slice().iter().all(|&b| b == 0));
+        assert_eq!(Region::new(0).unwrap().capacity(), page);
+        assert_eq!(Region::new(page + 1).unwrap().capacity(), 2 * page);
+    }
+
+    #[test]
+    fn zero_clears_every_byte() {
+        let mut v = vec![0xa5u8; 1000];
+        zero(&mut v);
+        assert!(v.iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn sigpipe_is_returned_as_epipe_and_consumed() {
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        drop(r);
+        let got = with_sigpipe_blocked(|| rustix::io::write(&w, b"x"));
+        assert_eq!(got, Err(rustix::io::Errno::PIPE));
+        // Nothing left pending for this thread.
+        // SAFETY: a zeroed sigset_t filled by sigpending.
+        let mut pending: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: valid pointer to a local sigset_t.
+        unsafe { libc::sigpending(&mut pending) };
+        // SAFETY: `pending` was initialised above.
+        assert_eq!(unsafe { libc::sigismember(&pending, libc::SIGPIPE) }, 0);
+    }
+}

@@ -932,3 +932,68 @@ mod parse {
         }
     }
 }
+
+#[test]
+fn dropping_the_dir_cancels_a_waiting_send() {
+    let dir = SecretDir::create("fifo-test").unwrap();
+    let fifo = dir.fifo("orphan").unwrap();
+    let secret = Arc::new(SecretBytes::from_slice(b"x").unwrap());
+    let sender = send_in_thread(fifo, secret, opts(10_000));
+    thread::sleep(Duration::from_millis(50));
+    let path = dir.path().to_owned();
+    drop(dir);
+    assert!(!path.exists());
+    let start = Instant::now();
+    let err = sender.join().unwrap().unwrap_err();
+    assert!(matches!(err, SecretError::Cancelled { .. }), "{err:?}");
+    assert!(start.elapsed() < Duration::from_millis(200));
+}
+
+/// `stdin` is read in a child (this test binary re-executed with a pipe as stdin), so the
+/// harness's own stdin is untouched.
+#[test]
+fn stdin_source_reads_to_eof_in_a_child() {
+    if std::env::var_os("FIFO_SECRETS_STDIN_CHILD").is_some() {
+        let secret = SecretSource::Stdin.read().unwrap();
+        let trimmed = SecretSource::Stdin
+            .read_with(&ReadOptions {
+                allow_empty: true,
+                ..ReadOptions::default()
+            })
+            .unwrap();
+        // Print the length and a verdict, never the bytes themselves.
+        println!(
+            "STDIN-CHILD len={} ok={}",
+            secret.len(),
+            secret.expose() == binary_secret().as_slice()
+        );
+        println!("STDIN-CHILD second-read-empty={}", trimmed.is_empty());
+        return;
+    }
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "stdin_source_reads_to_eof_in_a_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("FIFO_SECRETS_STDIN_CHILD", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let writer = thread::spawn(move || input.write_all(&binary_secret()));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("STDIN-CHILD len=1048576 ok=true"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("STDIN-CHILD second-read-empty=true"),
+        "{stdout}"
+    );
+}
