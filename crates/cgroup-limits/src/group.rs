@@ -170,8 +170,16 @@ impl WorkloadCgroup {
             None => CgroupSetup::detect()?,
         };
         let name = names::fresh_name(prefix);
-        let (placements, mut missing) = placements(&setup, options)?;
+        let (placements, unplaced) = placements(&setup, options)?;
         let required = required_roles(limits);
+        let mut missing = Vec::new();
+        let nowhere = placements.is_empty();
+        for (roles, e) in unplaced {
+            if nowhere || !options.best_effort && roles.iter().any(|r| required.contains(r)) {
+                return Err(e);
+            }
+            missing.push(format!("{} group not created: {e}", labels(&roles)));
+        }
         let mut group = WorkloadCgroup {
             name: name.clone(),
             kind: setup.kind(),
@@ -192,7 +200,9 @@ impl WorkloadCgroup {
             }
             Err(e) => {
                 // Nothing half-made is left: remove what was created, report the first cause.
-                let _ = group.set.teardown();
+                if let Err(cleanup) = group.set.teardown() {
+                    tracing::warn!("removing the half-made group {name}: {cleanup}");
+                }
                 Err(e)
             }
         }
@@ -217,9 +227,8 @@ impl WorkloadCgroup {
                 }
                 Err(e) if needed && !options.best_effort => return Err(e),
                 Err(e) => {
-                    let roles: Vec<&str> = p.roles.iter().map(|r| r.label()).collect();
                     self.missing
-                        .push(format!("{} group not created: {e}", roles.join("+")));
+                        .push(format!("{} group not created: {e}", labels(&p.roles)));
                     first_error.get_or_insert(e);
                 }
             }
@@ -555,7 +564,15 @@ impl GroupSet {
                 });
                 break;
             }
-            let frozen = freezer.is_some_and(|d| rsbridge::set_frozen(&d.dir, d.v2, true).is_ok());
+            // A failed freeze is reported; killing goes on without it.
+            let frozen = match freezer.map(|d| rsbridge::set_frozen(&d.dir, d.v2, true)) {
+                Some(Ok(())) => true,
+                Some(Err(e)) => {
+                    errors.push(e);
+                    false
+                }
+                None => false,
+            };
             for pid in &members {
                 if let Err(e) = sigkill(*pid) {
                     errors.push(CgroupError::Signal {
@@ -671,12 +688,23 @@ fn required_roles(limits: &Limits) -> BTreeSet<Role> {
     r
 }
 
+fn labels(roles: &[Role]) -> String {
+    roles
+        .iter()
+        .map(|r| r.label())
+        .collect::<Vec<_>>()
+        .join("+")
+}
+
+/// A hierarchy that got no placement: the roles it would have served, and why.
+type Unplaced = (Vec<Role>, CgroupError);
+
 /// Where to create groups: one placement per mounted hierarchy used. Hierarchies whose parent
-/// cannot be found are listed as missing.
+/// cannot be found are returned apart, with the reason.
 fn placements(
     setup: &CgroupSetup,
     options: &Options,
-) -> Result<(Vec<Placement>, Vec<String>), CgroupError> {
+) -> Result<(Vec<Placement>, Vec<Unplaced>), CgroupError> {
     if let Some(root) = &options.delegated_root {
         names::validate_delegated_root(root)?;
     }
@@ -703,11 +731,7 @@ fn placements(
                 roles,
                 carries_limits,
             }),
-            Err(e) => missing.push(format!(
-                "{} hierarchy at {}: {e}",
-                controller.unwrap_or("v2"),
-                mount.mount_point.display()
-            )),
+            Err(e) => missing.push((roles, e)),
         }
     };
     match setup {
@@ -881,7 +905,7 @@ pub fn cleanup_stale(prefix: &str, options: &Options) -> Result<Vec<PathBuf>, Cg
         Some(s) => s.clone(),
         None => CgroupSetup::detect()?,
     };
-    let (placements, _missing) = placements(&setup, options)?;
+    let (placements, _unplaced) = placements(&setup, options)?;
     // name -> its directories in every hierarchy
     let mut stale: Vec<(String, Vec<GroupDir>)> = Vec::new();
     let mut errors = Vec::new();
