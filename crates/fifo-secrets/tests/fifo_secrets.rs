@@ -84,7 +84,13 @@ fn one_mib_binary_secret_reaches_cat_intact() {
         let mut got = Vec::new();
         out.read_to_end(&mut got).map(|_| got)
     });
+    let start = Instant::now();
     let report = fifo.send(&secret, &opts(10_000)).unwrap();
+    println!(
+        "1 MiB via FIFO to cat: reader after {:?}, total send {:?}",
+        report.waited_for_reader,
+        start.elapsed()
+    );
     assert_eq!(report.bytes, 1 << 20);
     assert!(report.waited_for_reader < Duration::from_secs(10));
     assert!(!path.exists(), "FIFO removed after a successful send");
@@ -116,12 +122,13 @@ fn no_reader_fails_within_timeout_and_removes_fifo() {
         }
         other => panic!("expected NoReader, got {other:?}"),
     }
+    println!("NoReader with a 300 ms open timeout returned after {elapsed:?}");
     assert!(
         elapsed >= Duration::from_millis(300),
         "returned early: {elapsed:?}"
     );
     assert!(
-        elapsed < Duration::from_millis(300 + 150),
+        elapsed < Duration::from_millis(300 + 500),
         "too much slack: {elapsed:?}"
     );
     assert!(!path.exists(), "FIFO removed after NoReader");
@@ -149,9 +156,10 @@ fn cancel_flag_stops_waiting_for_a_reader() {
     cancel.store(true, Ordering::SeqCst);
     let err = sender.join().unwrap().unwrap_err();
     let elapsed = start.elapsed();
+    println!("cancel raised at 100 ms; send returned after {elapsed:?}");
     assert!(matches!(err, SecretError::Cancelled { .. }), "{err:?}");
     assert!(
-        elapsed < Duration::from_millis(100 + 150),
+        elapsed < Duration::from_millis(100 + 500),
         "cancel seen late: {elapsed:?}"
     );
     assert!(!path.exists(), "FIFO removed after Cancelled");
@@ -255,7 +263,7 @@ fn swap_and_send(replacement: impl FnOnce(&Path, &Path), want_reason: &str) {
         other => panic!("expected Swapped, got {other:?}"),
     }
     assert!(
-        start.elapsed() < Duration::from_millis(500),
+        start.elapsed() < Duration::from_millis(1000),
         "detected late"
     );
 }
@@ -946,7 +954,7 @@ fn dropping_the_dir_cancels_a_waiting_send() {
     let start = Instant::now();
     let err = sender.join().unwrap().unwrap_err();
     assert!(matches!(err, SecretError::Cancelled { .. }), "{err:?}");
-    assert!(start.elapsed() < Duration::from_millis(200));
+    assert!(start.elapsed() < Duration::from_millis(500));
 }
 
 /// `stdin` is read in a child (this test binary re-executed with a pipe as stdin), so the
