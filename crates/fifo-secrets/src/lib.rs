@@ -43,6 +43,14 @@
 //! makes [`SecretFifo::send`] return [`SecretError::NoReader`] after `open_timeout`, with the
 //! FIFO removed. See the README for the threat model.
 //!
+//! # Limitations
+//!
+//! - Root, and processes of the same uid that win the race to open a FIFO, are out of scope
+//!   (the 0700 directory keeps every other uid out).
+//! - A pipe has no acknowledgement: success means the kernel took every byte.
+//! - `env:` leaves the value in this process's environment; a signal that kills the process
+//!   during `prompt` leaves terminal echo off.
+//!
 //! # Kernel requirements
 //!
 //! Linux. `memfd_secret(2)` (5.14+, `CONFIG_SECRETMEM`) is used when present, else `mmap` +
