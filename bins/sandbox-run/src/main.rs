@@ -8,11 +8,13 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use ns_sandbox::{Error, Net, Outcome, Profile, Sandbox};
 
+mod cgroups;
 mod size;
 
 /// Exit code: timeout.
@@ -23,6 +25,8 @@ const EXIT_SETUP_FAILED: u8 = 125;
 const EXIT_NOT_EXECUTABLE: u8 = 126;
 /// Exit code: the program was not found.
 const EXIT_NOT_FOUND: u8 = 127;
+/// Exit code: the OOM killer ended the program (128 + SIGKILL).
+const EXIT_OOM: u8 = 137;
 
 /// Run PROGRAM in fresh namespaces on a tmpfs root, with Landlock, seccomp and no capabilities.
 ///
@@ -69,6 +73,8 @@ struct Cli {
     /// Run even if some isolation layer is unavailable (the report lists what is missing).
     #[arg(long)]
     best_effort: bool,
+    #[command(flatten)]
+    cgroups: cgroups::CgroupArgs,
     /// The program and its arguments.
     #[arg(required = true, last = true, value_name = "PROGRAM [ARG]...")]
     command: Vec<OsString>,
@@ -120,29 +126,50 @@ fn run(cli: &Cli, started: Instant) -> (u8, serde_json::Value) {
         Ok(b) => b,
         Err(msg) => return setup_failed(msg, started),
     };
-    let mut child = match builder.spawn() {
+    // Limits first: the program must start inside its cgroups.
+    let cgroup = match cgroups::prepare(&cli.cgroups, cli.best_effort) {
+        Ok(c) => c.map(Rc::new),
+        Err(msg) => return setup_failed(msg, started),
+    };
+    let builder = match &cgroup {
+        Some(cg) => {
+            let cg = Rc::clone(cg);
+            builder.before_start(move |pid| cg.attach(pid))
+        }
+        None => builder,
+    };
+    let spawned = builder.spawn();
+    let cgroup = cgroup.and_then(|cg| Rc::try_unwrap(cg).ok());
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
             let code = match &e {
                 Error::NotFound { .. } => EXIT_NOT_FOUND,
                 Error::NotExecutable { .. } => EXIT_NOT_EXECUTABLE,
-                _ => return setup_failed(e.to_string(), started),
+                _ => {
+                    if let Some(cg) = cgroup {
+                        cg.finish();
+                    }
+                    return setup_failed(e.to_string(), started);
+                }
             };
             eprintln!("sandbox-run: {e}");
-            return (
-                code,
-                serde_json::json!({
-                    "outcome": {
-                        "result": "exec_failed",
-                        "error": e.to_string(),
-                        "exit_code": code,
-                        "wall_time_ms": started.elapsed().as_millis() as u64,
-                    }
-                }),
-            );
+            let mut report = serde_json::json!({
+                "outcome": {
+                    "result": "exec_failed",
+                    "error": e.to_string(),
+                    "exit_code": code,
+                    "wall_time_ms": started.elapsed().as_millis() as u64,
+                }
+            });
+            if let Some(cg) = cgroup {
+                report["cgroup"] = cg.finish();
+            }
+            return (code, report);
         }
     };
     tracing::debug!(pid = child.pid(), "sandbox started");
+    forward_signals(child.signaller());
     let mut timed_out = false;
     let outcome = match child.wait_timeout(cli.timeout) {
         Ok(Some(o)) => Ok(o),
@@ -151,10 +178,14 @@ fn run(cli: &Cli, started: Instant) -> (u8, serde_json::Value) {
             if let Err(e) = child.kill() {
                 tracing::warn!("killing the sandbox: {e}");
             }
+            if let Some(cg) = &cgroup {
+                cg.kill_all();
+            }
             child.wait()
         }
         Err(e) => Err(e),
     };
+    let oom_killed = cgroup.as_ref().is_some_and(|cg| cg.oom_killed());
     let mut report = serde_json::to_value(child.report()).unwrap_or_default();
     let wall = started.elapsed().as_millis() as u64;
     let (code, outcome_json) = match outcome {
@@ -171,6 +202,13 @@ fn run(cli: &Cli, started: Instant) -> (u8, serde_json::Value) {
                 humantime::format_duration(cli.timeout.unwrap_or_default())
             );
             (EXIT_TIMEOUT, serde_json::json!({"result": "timeout"}))
+        }
+        Ok(o) if oom_killed && o != Outcome::Exited(0) => {
+            eprintln!("sandbox-run: the program was killed by the OOM killer (--memory)");
+            (
+                EXIT_OOM,
+                serde_json::json!({"result": "oom", "signal": libc_sigkill()}),
+            )
         }
         Ok(Outcome::Exited(c)) => (
             u8::try_from(c).unwrap_or(1),
@@ -189,6 +227,7 @@ fn run(cli: &Cli, started: Instant) -> (u8, serde_json::Value) {
     if let Some(o) = outcome_json.as_object_mut() {
         o.insert("exit_code".into(), code.into());
         o.insert("timed_out".into(), timed_out.into());
+        o.insert("oom_killed".into(), oom_killed.into());
         o.insert("wall_time_ms".into(), wall.into());
         o.insert(
             "timeout_ms".into(),
@@ -199,8 +238,43 @@ fn run(cli: &Cli, started: Instant) -> (u8, serde_json::Value) {
     }
     if let Some(r) = report.as_object_mut() {
         r.insert("outcome".into(), outcome_json);
+        if let Some(cg) = cgroup {
+            r.insert("cgroup".into(), cg.finish());
+        }
     }
     (code, report)
+}
+
+/// SIGKILL's number, for the OOM outcome.
+fn libc_sigkill() -> i32 {
+    signal_hook::consts::SIGKILL
+}
+
+/// Forwards the signals a supervisor sends us (TERM, INT, HUP, QUIT, USR1, USR2) to the
+/// sandbox's init, which passes them to the program.
+fn forward_signals(target: ns_sandbox::Signaller) {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+    let mut signals = match signal_hook::iterator::Signals::new([
+        SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2,
+    ]) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot forward signals: {e}");
+            return;
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if let Err(e) = target.send(sig) {
+                    tracing::debug!("forwarding signal {sig}: {e}");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot forward signals: {e}");
+    }
 }
 
 fn build(cli: &Cli) -> Result<ns_sandbox::SandboxBuilder, String> {

@@ -857,3 +857,125 @@ fn environment_is_clean() {
     assert!(out.contains("KEEP_ME=yes"));
     assert!(out.contains("PATH="));
 }
+
+/// `sandbox-run-*` cgroup directories anywhere under /sys/fs/cgroup (depth-limited walk).
+fn our_cgroups() -> Vec<PathBuf> {
+    fn walk(dir: &Path, depth: u32, out: &mut Vec<PathBuf>) {
+        if depth == 0 {
+            return;
+        }
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                continue;
+            }
+            if e.file_name().to_string_lossy().starts_with("sandbox-run-") {
+                out.push(p.clone());
+            }
+            walk(&p, depth - 1, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(Path::new("/sys/fs/cgroup"), 5, &mut out);
+    out.sort();
+    out
+}
+
+fn memory_controller() -> bool {
+    Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists()
+        || std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
+            .map(|c| c.split_whitespace().any(|w| w == "memory"))
+            .unwrap_or(false)
+}
+
+#[test]
+fn cgroup_limits_oom_and_pids_are_enforced_and_cleaned_up() {
+    if !is_root() || !memory_controller() {
+        eprintln!("needs root and a memory cgroup controller: skipped");
+        return;
+    }
+    if !have_python() {
+        return;
+    }
+    let before = our_cgroups();
+    let o = run(
+        Who::Caller,
+        &[
+            "--memory",
+            "64M",
+            "--report",
+            "-",
+            "--profile",
+            "python",
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            "x = bytearray(256 << 20); print('allocated')",
+        ],
+    );
+    assert_eq!(code(&o), 137, "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(r["outcome"]["result"], "oom", "{r}");
+    assert_eq!(r["outcome"]["oom_killed"], true);
+    assert_eq!(r["cgroup"]["oom_killed"], true);
+    assert_eq!(r["cgroup"]["limits"]["memory_max_bytes"], 64 << 20);
+
+    // A fork bomb under --pids 16 is contained (fork fails inside), the host is unaffected.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = dir.path().join("r.json");
+    let o = run(
+        Who::Caller,
+        &[
+            "--pids",
+            "16",
+            "--timeout",
+            "20s",
+            "--report",
+            &report.display().to_string(),
+            "--profile",
+            "python",
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            "import os, time\nn = 0\nfor i in range(64):\n    try:\n        if os.fork() == 0:\n            time.sleep(5); os._exit(0)\n        n += 1\n    except OSError:\n        pass\nprint('forked', n)",
+        ],
+    );
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
+    assert_eq!(r["cgroup"]["limits"]["pids_max"], 16, "{r}");
+    assert_eq!(r["outcome"]["result"], "exited", "{r}");
+    let err = stderr(&o);
+    let forked: u64 = stdout(&o)
+        .lines()
+        .chain(err.lines())
+        .find_map(|l| l.strip_prefix("forked "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(u64::MAX);
+    assert!(
+        forked >= 1 && forked < 16,
+        "{forked} forks succeeded under --pids 16"
+    );
+    assert_eq!(our_cgroups(), before, "cgroup directories left behind");
+}
+
+#[test]
+fn signals_to_sandbox_run_reach_the_program() {
+    let mut child = command(
+        Who::Caller,
+        &["--profile", "shell", "--", "/bin/sleep", "30"],
+    )
+    .spawn()
+    .expect("spawn");
+    // Let the program start, then stop sandbox-run politely.
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = libc::pid_t::try_from(child.id()).expect("pid");
+    // SAFETY: plain kill(2) on our own child.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(r, 0);
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status:?}");
+}

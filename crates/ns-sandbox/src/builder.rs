@@ -4,6 +4,7 @@ use std::fmt;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::report::Report;
@@ -287,6 +288,7 @@ impl SandboxBuilder {
         drop(_fds);
         let mut child = SandboxChild {
             pid,
+            pidfd: sys::pidfd_open(pid).map(Arc::new),
             status: Some(st_r),
             reaped: false,
             report: prep.report.clone(),
@@ -342,6 +344,25 @@ impl SandboxBuilder {
     }
 }
 
+/// Signals a running sandbox's init from any thread; see [`SandboxChild::signaller`].
+#[derive(Debug, Clone)]
+pub struct Signaller {
+    pid: u32,
+    pidfd: Option<Arc<OwnedFd>>,
+}
+
+impl Signaller {
+    /// Sends `signal` to the sandbox's init (which forwards it to the program). After the
+    /// sandbox ended this is an error (`ESRCH`), never a signal to an unrelated process when
+    /// the kernel has pidfds (5.3+).
+    pub fn send(&self, signal: i32) -> std::io::Result<()> {
+        match &self.pidfd {
+            Some(fd) => sys::pidfd_send_signal(fd.as_raw_fd(), signal),
+            None => sys::kill(self.pid, signal),
+        }
+    }
+}
+
 /// How the program ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -366,6 +387,7 @@ impl Outcome {
 #[derive(Debug)]
 pub struct SandboxChild {
     pid: u32,
+    pidfd: Option<Arc<OwnedFd>>,
     status: Option<OwnedFd>,
     reaped: bool,
     report: Report,
@@ -395,7 +417,16 @@ impl SandboxChild {
         if self.reaped {
             return Ok(());
         }
-        sys::kill(self.pid, signal)
+        self.signaller().send(signal)
+    }
+
+    /// A handle that can signal the sandbox from another thread (for example to forward
+    /// SIGTERM), race-free through a pidfd where the kernel has them.
+    pub fn signaller(&self) -> Signaller {
+        Signaller {
+            pid: self.pid,
+            pidfd: self.pidfd.clone(),
+        }
     }
 
     /// Kills everything in the sandbox (SIGKILL to its init; the kernel kills the rest of the

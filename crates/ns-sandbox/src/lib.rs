@@ -71,6 +71,8 @@ mod report;
 mod seccomp;
 mod sys;
 
-pub use builder::{Net, Outcome, Profile, Rlimit, Sandbox, SandboxBuilder, SandboxChild};
+pub use builder::{
+    Net, Outcome, Profile, Rlimit, Sandbox, SandboxBuilder, SandboxChild, Signaller,
+};
 pub use error::{Error, Layer};
 pub use report::{LandlockReport, Missing, MountReport, Report, RlimitReport, SeccompReport};

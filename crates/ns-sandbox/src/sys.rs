@@ -881,3 +881,33 @@ pub(crate) fn poll_readable(
         }
     }
 }
+
+/// A pidfd for our child `pid` (Linux 5.3+); `None` where the kernel has none.
+pub(crate) fn pidfd_open(pid: u32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: integer arguments only.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0u32) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just returned this new descriptor; nothing else owns it.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Sends `signal` through a pidfd (no pid-reuse race).
+pub(crate) fn pidfd_send_signal(pidfd: RawFd, signal: i32) -> std::io::Result<()> {
+    // SAFETY: integer arguments; a NULL siginfo means "as kill(2)".
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd,
+            signal,
+            ptr::null::<libc::siginfo_t>(),
+            0u32,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
