@@ -955,7 +955,7 @@ fn cgroup_limits_oom_and_pids_are_enforced_and_cleaned_up() {
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(u64::MAX);
     assert!(
-        forked >= 1 && forked < 16,
+        (1..16).contains(&forked),
         "{forked} forks succeeded under --pids 16"
     );
     assert_eq!(our_cgroups(), before, "cgroup directories left behind");
