@@ -690,3 +690,43 @@ impl Drop for SecretFifo {
         self.unlink();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_parses_past_a_hostile_command_name() {
+        // The command name in /proc/<pid>/stat comes from the executable's file name, which may
+        // hold spaces and parentheses: the parser must skip to the last ')'.
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("x) 1 2 3 (y");
+        std::os::unix::fs::symlink("/bin/sleep", &link).unwrap();
+        let mut child = std::process::Command::new(&link).arg("5").spawn().unwrap();
+        let pid = child.id();
+        let theirs = process_start_time(pid);
+        let ours = process_start_time(std::process::id());
+        let alive = theirs.is_some_and(|t| recorded_process_alive(pid, t));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let (theirs, ours) = (theirs.unwrap(), ours.unwrap());
+        assert!(theirs >= ours, "child started after us: {theirs} vs {ours}");
+        assert!(alive);
+        assert!(!recorded_process_alive(pid, theirs), "reaped child is dead");
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert!(validate_name("a-b_c.d", 64).is_ok());
+        for bad in ["", ".x", "a/b", "a b", "ä", "x\n"] {
+            assert!(validate_name(bad, 64).is_err(), "{bad:?}");
+        }
+        assert!(validate_name(&"a".repeat(65), 64).is_err());
+    }
+
+    #[test]
+    fn filesystem_names_are_reported() {
+        assert_eq!(fs_type_name(0xef53), "ext2/3/4 (0xef53)");
+        assert!(is_ram_backed(TMPFS_MAGIC) && is_ram_backed(RAMFS_MAGIC) && !is_ram_backed(0xef53));
+    }
+}
