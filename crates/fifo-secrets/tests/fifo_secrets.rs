@@ -18,6 +18,17 @@ use fifo_secrets::{
 
 const TMPFS_MAGIC: u64 = 0x0102_1994;
 
+/// Tests holding megabyte secrets take turns: without CAP_IPC_LOCK, secret memory counts
+/// against RLIMIT_MEMLOCK (8 MiB by default), and the memfd_secret test must not find it
+/// exhausted by its neighbours.
+static BIG_SECRETS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn big_secret_lock() -> std::sync::MutexGuard<'static, ()> {
+    BIG_SECRETS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn opts(open_ms: u64) -> SendOptions {
     SendOptions {
         open_timeout: Duration::from_millis(open_ms),
@@ -62,6 +73,7 @@ fn secret_types_are_send_and_sync() {
 
 #[test]
 fn one_mib_binary_secret_reaches_cat_intact() {
+    let _big = big_secret_lock();
     let bytes = binary_secret();
     let mut seen = [false; 256];
     bytes.iter().for_each(|&b| seen[usize::from(b)] = true);
@@ -167,6 +179,7 @@ fn cancel_flag_stops_waiting_for_a_reader() {
 
 #[test]
 fn reader_closing_early_is_reader_gone_not_a_hang() {
+    let _big = big_secret_lock();
     let dir = SecretDir::create("fifo-test").unwrap();
     let fifo = dir.fifo("early").unwrap();
     let path = fifo.path().to_owned();
@@ -192,6 +205,7 @@ fn reader_closing_early_is_reader_gone_not_a_hang() {
 
 #[test]
 fn reader_that_never_reads_hits_the_write_timeout() {
+    let _big = big_secret_lock();
     let dir = SecretDir::create("fifo-test").unwrap();
     let fifo = dir.fifo("stalled").unwrap();
     let path = fifo.path().to_owned();
@@ -567,6 +581,7 @@ fn world_writable_parent_without_sticky_bit_is_refused() {
 
 #[test]
 fn secret_memory_uses_memfd_secret_where_the_kernel_has_it() {
+    let _big = big_secret_lock();
     let secret = SecretBytes::from_slice(b"hunter2").unwrap();
     assert_eq!(secret.expose(), b"hunter2");
     match fifo_secrets::memfd_secret_available() {
@@ -651,6 +666,7 @@ fn harden_process_in_a_child() {
 
 #[test]
 fn file_source_is_byte_exact_bounded_and_optionally_trimmed() {
+    let _big = big_secret_lock();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pw");
     std::fs::write(&path, b"pa\0ss\xff\r\n").unwrap();
