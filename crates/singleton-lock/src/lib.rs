@@ -79,12 +79,21 @@
 //! timeouts.
 #![forbid(unsafe_code)]
 
+mod backend;
 mod clock;
 mod error;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod holder;
 mod local;
 
+pub use backend::{HeldLock, LockBackend, LossReason, LostSignal};
 pub use error::LockError;
+#[cfg(feature = "etcd")]
+pub use etcd::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX, DEFAULT_TTL, EtcdGuard, EtcdLock, EtcdLockConfig,
+    EtcdTls,
+};
 pub use holder::{LockHolder, MAX_RECORD_LEN, RecordError, Verification};
 pub use local::{LockFile, LockGuard, default_lock_path};
 

@@ -18,6 +18,9 @@ const PATH_ENV: &str = "SINGLETON_LOCK_TEST_PATH";
 const GO_ENV: &str = "SINGLETON_LOCK_TEST_GO";
 const HOLD_MS_ENV: &str = "SINGLETON_LOCK_TEST_HOLD_MS";
 
+#[cfg(feature = "etcd")]
+mod etcd_tests;
+
 type Test = (&'static str, fn());
 
 const TESTS: &[Test] = &[
@@ -63,6 +66,10 @@ const TESTS: &[Test] = &[
         release_clears_record_and_keeps_file,
     ),
     ("fd_is_cloexec_unless_asked", fd_is_cloexec_unless_asked),
+    (
+        "backend_trait_over_local_lock",
+        backend_trait_over_local_lock,
+    ),
 ];
 
 fn main() -> ExitCode {
@@ -71,14 +78,22 @@ fn main() -> ExitCode {
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--list") {
+        #[cfg(feature = "etcd")]
+        for (name, _) in etcd_tests::TESTS {
+            println!("{name}: test");
+        }
         for (name, _) in TESTS {
             println!("{name}: test");
         }
         return ExitCode::SUCCESS;
     }
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    let selected: Vec<&Test> = TESTS
-        .iter()
+    #[cfg(feature = "etcd")]
+    let all: Vec<&Test> = TESTS.iter().chain(etcd_tests::TESTS).collect();
+    #[cfg(not(feature = "etcd"))]
+    let all: Vec<&Test> = TESTS.iter().collect();
+    let selected: Vec<&Test> = all
+        .into_iter()
         .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
         .collect();
     println!("\nrunning {} tests", selected.len());
@@ -109,6 +124,10 @@ fn main() -> ExitCode {
 ///   the winner holds until its stdin closes.
 /// - `hold`: `acquire`, print `LOCKED`, hold for HOLD_MS (or until killed).
 fn child(mode: &str) -> ExitCode {
+    #[cfg(feature = "etcd")]
+    if mode.starts_with("etcd-") {
+        return etcd_tests::child(mode);
+    }
     let path = PathBuf::from(std::env::var_os(PATH_ENV).expect("lock path"));
     let lock = LockFile::new(path);
     let mut out = std::io::stdout();
@@ -158,6 +177,12 @@ fn child(mode: &str) -> ExitCode {
 struct Kid {
     child: Child,
     stdout: BufReader<ChildStdout>,
+}
+
+/// Tests that need a host feature print why they skip.
+#[allow(dead_code)]
+fn skip(why: &str) {
+    println!("  SKIPPED: {why}");
 }
 
 impl Kid {
@@ -537,4 +562,23 @@ fn fd_is_cloexec_unless_asked() {
     LockFile::new(dir.path().join("b.lock"))
         .try_acquire()
         .expect("free once the fd is closed");
+}
+
+fn backend_trait_over_local_lock() {
+    use singleton_lock::LockBackend;
+    let dir = tempdir();
+    let backend: Box<dyn LockBackend> = Box::new(LockFile::new(dir.path().join("dyn.lock")));
+    assert!(backend.describe().contains("dyn.lock"));
+    let held = backend.try_acquire().expect("acquire");
+    assert_eq!(held.fencing_token(), None);
+    assert!(!held.lost().is_lost(), "a flock cannot be lost");
+    assert_eq!(held.holder().pid, std::process::id());
+    let err = backend.try_acquire().expect_err("held");
+    assert_eq!(err.holder().map(|h| h.pid), Some(std::process::id()));
+    assert_eq!(
+        backend.holder().expect("holder").map(|h| h.pid),
+        Some(std::process::id())
+    );
+    held.release().expect("release");
+    assert_eq!(backend.holder().expect("holder"), None);
 }
