@@ -540,6 +540,15 @@ mod tests {
             classify_up(Some(1), &lines(down), &p),
             UpOutcome::DaemonNotRunning
         );
+        // 1.96.4 when some other tailscaled runs on the host (seen in our own tests):
+        let other = "failed to connect to local tailscaled (which appears to be running as \
+                     tailscaled, pid 26812). Got error: Failed to connect to local Tailscale \
+                     daemon for /localapi/v0/status; not running? Error: dial unix /x.sock: \
+                     connect: no such file or directory";
+        assert_eq!(
+            classify_up(Some(1), &lines(other), &p),
+            UpOutcome::DaemonNotRunning
+        );
         let timeout = r#"timeout waiting for Tailscale service to enter a Running state; check health with "tailscale status""#;
         assert!(matches!(
             classify_up(Some(1), &lines(timeout), &p),

@@ -209,6 +209,16 @@ pub enum BootError {
         /// Why it is refused.
         why: &'static str,
     },
+    /// A SOCKS5 connection through the proxy failed.
+    #[error("SOCKS5 proxy {proxy} to {target}: {reason}")]
+    Socks5 {
+        /// The proxy address.
+        proxy: String,
+        /// The target `host:port`.
+        target: String,
+        /// What failed.
+        reason: String,
+    },
     /// I/O on a file of ours failed.
     #[error("{path}: {source}")]
     Io {

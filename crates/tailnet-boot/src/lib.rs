@@ -59,8 +59,8 @@ pub use daemon::{
 };
 pub use error::{BootError, KeyFailure, KeyFailureKind, UpError};
 pub use proxy::{
-    ProxyAddr, ProxyTool, ansible_ssh_common_args, check_ssh_host, proxy_env, ssh_config,
-    ssh_proxy_command,
+    ProxyAddr, ProxyTool, ansible_ssh_common_args, check_ssh_host, proxy_env, socks5_connect,
+    ssh_config, ssh_proxy_command,
 };
 pub use status::{
     BackendState, MAX_STATUS_BYTES, SelfNode, StatusError, TailnetStatus, parse_status,

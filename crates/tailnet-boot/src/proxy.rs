@@ -4,6 +4,9 @@
 //! `$SHELL -c`, Ansible splits its arguments with shlex), so every value is validated against a
 //! strict character set instead of being quoted.
 use std::fmt;
+use std::io::{Read, Write};
+use std::net::{IpAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
 
 use crate::error::BootError;
 
@@ -205,6 +208,125 @@ pub fn ansible_ssh_common_args(tool: &ProxyTool, socks5: &ProxyAddr) -> Result<S
     Ok(format!(
         "ansible_ssh_common_args='-o ProxyCommand=\"{command}\"'"
     ))
+}
+
+fn socks5_reply_text(code: u8) -> &'static str {
+    match code {
+        1 => "general SOCKS server failure",
+        2 => "connection not allowed by ruleset",
+        3 => "network unreachable",
+        4 => "host unreachable",
+        5 => "connection refused",
+        6 => "TTL expired",
+        7 => "command not supported",
+        8 => "address type not supported",
+        _ => "unknown reply code",
+    }
+}
+
+/// Opens a TCP connection to `host:port` through the SOCKS5 proxy (no authentication, CONNECT),
+/// the way `nc -X 5 -x PROXY HOST PORT` does. A host name is sent to the proxy unresolved (so
+/// MagicDNS names resolve inside the tailnet). `timeout` bounds the connect and the handshake.
+pub fn socks5_connect(
+    proxy: &ProxyAddr,
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<TcpStream, BootError> {
+    let target = format!("{host}:{port}");
+    let fail = |reason: String| BootError::Socks5 {
+        proxy: proxy.to_string(),
+        target: target.clone(),
+        reason,
+    };
+    let bare_host = host.trim_start_matches('[').trim_end_matches(']');
+    let mut request = vec![5u8, 1, 0];
+    match bare_host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) => {
+            request.push(1);
+            request.extend_from_slice(&v4.octets());
+        }
+        Ok(IpAddr::V6(v6)) => {
+            request.push(4);
+            request.extend_from_slice(&v6.octets());
+        }
+        Err(_) => {
+            let len = u8::try_from(host.len())
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| fail("host name must be 1-255 bytes".into()))?;
+            request.push(3);
+            request.push(len);
+            request.extend_from_slice(host.as_bytes());
+        }
+    }
+    request.extend_from_slice(&port.to_be_bytes());
+    let addrs = proxy
+        .to_string()
+        .to_socket_addrs()
+        .map_err(|e| fail(format!("resolve proxy: {e}")))?;
+    let mut last = None;
+    let mut stream = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let mut stream = stream.ok_or_else(|| {
+        fail(format!(
+            "connect: {}",
+            last.map_or("no address".into(), |e| e.to_string())
+        ))
+    })?;
+    let io = |what: &str, e: std::io::Error| fail(format!("{what}: {e}"));
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| io("set timeout", e))?;
+    stream
+        .set_write_timeout(Some(timeout))
+        .map_err(|e| io("set timeout", e))?;
+    stream
+        .write_all(&[5, 1, 0])
+        .map_err(|e| io("greeting", e))?;
+    let mut method = [0u8; 2];
+    stream
+        .read_exact(&mut method)
+        .map_err(|e| io("greeting reply", e))?;
+    if method != [5, 0] {
+        return Err(fail(format!("proxy refused no-auth (reply {method:?})")));
+    }
+    stream.write_all(&request).map_err(|e| io("request", e))?;
+    let mut head = [0u8; 4];
+    stream.read_exact(&mut head).map_err(|e| io("reply", e))?;
+    if head[0] != 5 {
+        return Err(fail(format!("not a SOCKS5 reply (version {})", head[0])));
+    }
+    if head[1] != 0 {
+        return Err(fail(socks5_reply_text(head[1]).to_owned()));
+    }
+    let bound_len = match head[3] {
+        1 => 4 + 2,
+        4 => 16 + 2,
+        3 => {
+            let mut len = [0u8; 1];
+            stream.read_exact(&mut len).map_err(|e| io("reply", e))?;
+            usize::from(len[0]) + 2
+        }
+        other => return Err(fail(format!("bad address type {other} in reply"))),
+    };
+    let mut bound = vec![0u8; bound_len];
+    stream.read_exact(&mut bound).map_err(|e| io("reply", e))?;
+    stream
+        .set_read_timeout(None)
+        .map_err(|e| io("set timeout", e))?;
+    stream
+        .set_write_timeout(None)
+        .map_err(|e| io("set timeout", e))?;
+    Ok(stream)
 }
 
 #[cfg(test)]
