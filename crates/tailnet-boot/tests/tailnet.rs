@@ -802,3 +802,23 @@ fn sim_key_never_in_argv_environ_or_state_files() {
     assert!(files_containing(&sim.daemon.state_dir, secret.as_bytes()).is_empty());
     assert!(!events.lines.iter().any(|l| l.contains(&secret)));
 }
+
+#[test]
+fn sim_node_waiting_for_admin_approval_gets_no_key() {
+    let sim = Sim::new(control(serde_json::json!({"tskey-good": "valid"})));
+    let mut keys = sim.keys(&["tskey-good", "tskey-spare"]);
+    bring_up(&sim.up, Some(&mut keys), &mut NoEvents).unwrap();
+    // The control server now says the node awaits approval (as after a key without pre-approval).
+    let control_path = sim.dir.path().join("control.json");
+    fs::write(
+        &control_path,
+        serde_json::json!({"keys": {"tskey-good": "valid"}, "machine_auth_pending": true})
+            .to_string(),
+    )
+    .unwrap();
+    let err = bring_up(&sim.up, Some(&mut keys), &mut NoEvents).unwrap_err();
+    assert!(matches!(*err.cause, BootError::NeedsMachineAuth), "{err}");
+    assert_eq!(err.attempts, 0, "tailscale up is not run");
+    assert_eq!(keys.asked.len(), 1, "no second key is spent");
+    assert_eq!(err.daemon_state, Some(BackendState::NeedsMachineAuth));
+}

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """A stand-in for Tailscale's `tailscale` and `tailscaled` (1.96.x), for tests only.
 
 Which one it is depends on the name it is run as (argv[0] ending in `tailscaled` or not).
@@ -13,7 +13,9 @@ The "control server" is a JSON file named by $TAILNET_SIM_CONTROL in the daemon'
    "login_url": "https://login.example.invalid/a/123" | null,   # offered when up has no key
    "interactive_login_after": 1.0 | null,   # seconds until a shown login URL is "completed"
    "unreachable": false,                    # true: logins never complete (like no control)
-   "validate_delay": 0.0}                   # seconds the CLI holds the key before answering
+   "validate_delay": 0.0,                   # seconds the CLI holds the key before answering
+   "machine_auth_pending": false}           # true: a logged-in node reports NeedsMachineAuth
+                                            # (status only; `up` in that state is not simulated)
 Single-use keys are remembered as used in "<control file>.used". Keys never reach any log.
 """
 import json
@@ -148,6 +150,8 @@ class Daemon:
     def backend_state(self):
         if not self.logged_in:
             return "NeedsLogin"
+        if self.control().get("machine_auth_pending"):
+            return "NeedsMachineAuth"
         return "Running" if self.want_running else "Stopped"
 
     def status(self):
@@ -188,6 +192,8 @@ class Daemon:
         ctl = self.control()
         style = ctl.get("style", "tailscale")
         key = req.get("authkey")
+        if self.backend_state() == "NeedsMachineAuth":
+            loud("tailscale up while NeedsMachineAuth (real behaviour not documented)")
         with self.lock:
             if self.logged_in and req.get("hostname") and req["hostname"] != self.hostname \
                     and not req.get("reset"):
