@@ -32,7 +32,7 @@ pub struct SendOptions {
     /// How long to wait for a reader to open the FIFO (default 30 s).
     pub open_timeout: Duration,
     /// How long the reader may take to read every byte once it has opened the FIFO
-    /// (a total, not an idle timeout; default 30 s).
+    /// (a total, not an idle timeout; default 30 s; `Duration::MAX` waits without limit).
     pub write_timeout: Duration,
     /// Raise this flag (from any thread) to stop waiting: the send ends with
     /// [`SecretError::Cancelled`] within about 20 ms. Dropping the [`SecretDir`] also ends
@@ -637,7 +637,8 @@ impl SecretFifo {
 
     fn write_all(&self, fd: &OwnedFd, bytes: &[u8], opts: &SendOptions) -> Result<(), SecretError> {
         let total = bytes.len();
-        let deadline = Instant::now() + opts.write_timeout;
+        // A timeout too large to add (e.g. Duration::MAX) means no deadline.
+        let deadline = Instant::now().checked_add(opts.write_timeout);
         let mut written = 0;
         while written < total {
             match rustix::io::write(fd, &bytes[written..]) {
@@ -663,14 +664,15 @@ impl SecretFifo {
                 });
             }
             let now = Instant::now();
-            if now >= deadline {
+            let left = deadline.map_or(WRITE_POLL_SLICE, |d| d.saturating_duration_since(now));
+            if left.is_zero() {
                 return Err(SecretError::WriteTimeout {
                     path: self.path.clone(),
                     written,
                     total,
                 });
             }
-            let slice = (deadline - now).min(WRITE_POLL_SLICE);
+            let slice = left.min(WRITE_POLL_SLICE);
             let timeout = Timespec::try_from(slice).unwrap_or(Timespec {
                 tv_sec: 0,
                 tv_nsec: 20_000_000,

@@ -1021,3 +1021,24 @@ fn stdin_source_reads_to_eof_in_a_child() {
         "{stdout}"
     );
 }
+
+#[test]
+fn huge_timeouts_mean_no_deadline_not_a_panic() {
+    let defaults = SendOptions::default();
+    assert_eq!(defaults.open_timeout, Duration::from_secs(30));
+    assert_eq!(defaults.write_timeout, Duration::from_secs(30));
+    assert!(defaults.cancel.is_none());
+
+    let dir = SecretDir::create("fifo-test").unwrap();
+    let fifo = dir.fifo("forever").unwrap();
+    let path = fifo.path().to_owned();
+    let reader = thread::spawn(move || std::fs::read(path).unwrap());
+    let secret = SecretBytes::from_slice(&[7u8; 200_000]).unwrap();
+    let opts = SendOptions {
+        open_timeout: Duration::MAX,
+        write_timeout: Duration::MAX,
+        cancel: None,
+    };
+    assert_eq!(fifo.send(&secret, &opts).unwrap().bytes, 200_000);
+    assert_eq!(reader.join().unwrap(), vec![7u8; 200_000]);
+}
