@@ -97,6 +97,13 @@ pub enum SecretError {
         /// The source, as its specification (never the secret).
         source_spec: String,
     },
+    /// The user pressed the interrupt (Ctrl-C) or quit key at a `prompt`. The terminal was
+    /// restored first; a program would normally exit now as if killed by `SIGINT` (code 130).
+    #[error("reading a secret from {path} was interrupted")]
+    Interrupted {
+        /// The terminal.
+        path: PathBuf,
+    },
     /// The secret is longer than the configured bound.
     #[error("secret is longer than the limit of {limit} bytes")]
     TooLarge {

@@ -48,8 +48,8 @@
 //! - Root, and processes of the same uid that win the race to open a FIFO, are out of scope
 //!   (the 0700 directory keeps every other uid out).
 //! - A pipe has no acknowledgement: success means the kernel took every byte.
-//! - `env:` leaves the value in this process's environment; a signal that kills the process
-//!   during `prompt` leaves terminal echo off.
+//! - `env:` leaves the value in this process's environment; a signal sent by another process
+//!   during `prompt` leaves terminal echo off (Ctrl-C at the prompt is handled).
 //!
 //! # Kernel requirements
 //!

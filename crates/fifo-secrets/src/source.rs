@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
-use rustix::termios::{LocalModes, OptionalActions};
+use rustix::termios::{LocalModes, OptionalActions, SpecialCodeIndex};
 
 use crate::error::bounded;
 use crate::memory::SecretBuf;
@@ -33,7 +33,7 @@ const ECHO_CHARS: usize = 80;
 /// | `env:VAR` | the environment variable `VAR` (name: no `=`, no NUL, ≤ 255 bytes) |
 /// | `file:PATH` | the whole file at `PATH` (relative paths are relative to the cwd) |
 /// | `stdin` | standard input, read to end of file |
-/// | `prompt` | the controlling terminal (`/dev/tty`), echo off, one line |
+/// | `prompt` | the controlling terminal (`/dev/tty`), echo off, one line (Ctrl-C → [`SecretError::Interrupted`]) |
 /// | `cmd:PROGRAM ARG…` | the standard output of `PROGRAM ARG…` |
 ///
 /// `cmd:` is split on ASCII whitespace (space, tab, newline, carriage return, form feed) and
@@ -383,6 +383,11 @@ impl Drop for EchoGuard<'_> {
     }
 }
 
+/// Reads one line from the terminal with echo off, byte by byte in non-canonical mode with
+/// signals off, so that Ctrl-C ends the prompt through this code (terminal restored, then
+/// [`SecretError::Interrupted`]) instead of killing the process with echo still off.
+/// Line editing is done here: erase (Backspace/DEL) removes one character, kill (Ctrl-U)
+/// clears the line, EOF (Ctrl-D) on an empty line ends input; other control bytes are ignored.
 fn read_prompt(opts: &ReadOptions) -> Result<SecretBuf, SecretError> {
     let tty = &opts.tty_path;
     let fd = rustix::fs::open(
@@ -393,14 +398,30 @@ fn read_prompt(opts: &ReadOptions) -> Result<SecretBuf, SecretError> {
     .map_err(|e| SecretError::io(tty, "open terminal", e))?;
     let saved =
         rustix::termios::tcgetattr(&fd).map_err(|e| SecretError::io(tty, "tcgetattr", e))?;
+    let code = |index| match saved.special_codes[index] {
+        // _POSIX_VDISABLE: the function is switched off.
+        0 => None,
+        c => Some(c),
+    };
+    let keys = Keys {
+        intr: code(SpecialCodeIndex::VINTR),
+        quit: code(SpecialCodeIndex::VQUIT),
+        erase: code(SpecialCodeIndex::VERASE),
+        kill: code(SpecialCodeIndex::VKILL),
+        eof: code(SpecialCodeIndex::VEOF),
+    };
     let mut quiet = saved.clone();
-    quiet
-        .local_modes
-        .remove(LocalModes::ECHO | LocalModes::ECHOE | LocalModes::ECHOK);
-    // Still echo the final newline, so the next output starts on a fresh line.
-    quiet
-        .local_modes
-        .insert(LocalModes::ECHONL | LocalModes::ICANON);
+    quiet.local_modes.remove(
+        LocalModes::ECHO
+            | LocalModes::ECHOE
+            | LocalModes::ECHOK
+            | LocalModes::ECHONL
+            | LocalModes::ICANON
+            | LocalModes::ISIG
+            | LocalModes::IEXTEN,
+    );
+    quiet.special_codes[SpecialCodeIndex::VMIN] = 1;
+    quiet.special_codes[SpecialCodeIndex::VTIME] = 0;
     let guard = EchoGuard {
         fd: fd.as_fd(),
         saved,
@@ -412,39 +433,96 @@ fn read_prompt(opts: &ReadOptions) -> Result<SecretBuf, SecretError> {
         .map_err(|e| SecretError::io(tty, "write prompt to", e))?;
 
     let limit = opts.max_bytes;
-    let mut buf = SecretBuf::with_capacity(4096.min(limit.saturating_add(1)))?;
-    let mut complete = false;
-    while !complete {
-        let spare = buf.spare(1024, limit)?;
+    let mut buf = SecretBuf::with_capacity(256.min(limit.saturating_add(1)))?;
+    let mut interrupted = false;
+    loop {
+        let spare = buf.spare(1, limit)?;
         if spare.is_empty() {
             return Err(SecretError::TooLarge { limit });
         }
-        match rustix::io::read(&fd, &mut *spare) {
-            // End of file (Ctrl-D on an empty line, or the terminal hung up).
+        match rustix::io::read(&fd, &mut spare[..1]) {
+            // End of file: the terminal hung up.
             Ok(0) => break,
-            Ok(n) => {
-                complete = spare[..n].contains(&b'\n');
-                buf.advance(n);
-            }
-            Err(Errno::INTR) => {}
+            Ok(_) => {}
+            Err(Errno::INTR) => continue,
             Err(e) => return Err(SecretError::io(tty, "read", e)),
+        }
+        let byte = spare[0];
+        let key = keys.classify(byte);
+        if key != Key::Text {
+            spare[0] = 0;
+        }
+        match key {
+            Key::Text => buf.advance(1),
+            Key::Enter => break,
+            Key::Interrupt => {
+                interrupted = true;
+                break;
+            }
+            Key::Erase => {
+                // Remove one UTF-8 character: continuation bytes, then the lead byte.
+                let mut len = buf.len();
+                while len > 0 && buf.as_slice()[len - 1] & 0xc0 == 0x80 {
+                    len -= 1;
+                }
+                buf.truncate(len.saturating_sub(1));
+            }
+            Key::Kill => buf.truncate(0),
+            Key::Eof if buf.len() == 0 => break,
+            Key::Eof | Key::Ignored => {}
         }
         if buf.len() > limit {
             return Err(SecretError::TooLarge { limit });
         }
     }
     drop(guard);
-    // Keep only the first line, without its terminator.
-    let line_end = buf
-        .as_slice()
-        .iter()
-        .position(|&b| b == b'\n')
-        .unwrap_or(buf.len());
-    buf.truncate(line_end);
-    if buf.as_slice().ends_with(b"\r") {
-        buf.truncate(line_end - 1);
+    // Echo was off, so the user's Enter left the cursor on the prompt line.
+    let _ = write_all(fd.as_fd(), b"\n");
+    if interrupted {
+        return Err(SecretError::Interrupted { path: tty.clone() });
     }
     Ok(buf)
+}
+
+/// The terminal's editing keys, as configured (`stty -a`), `None` when disabled.
+struct Keys {
+    intr: Option<u8>,
+    quit: Option<u8>,
+    erase: Option<u8>,
+    kill: Option<u8>,
+    eof: Option<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    Text,
+    Enter,
+    Interrupt,
+    Erase,
+    Kill,
+    Eof,
+    Ignored,
+}
+
+impl Keys {
+    fn classify(&self, byte: u8) -> Key {
+        let is = |code: Option<u8>| code == Some(byte);
+        if byte == b'\n' || byte == b'\r' {
+            Key::Enter
+        } else if is(self.intr) || is(self.quit) {
+            Key::Interrupt
+        } else if is(self.erase) || byte == 0x7f || byte == 0x08 {
+            Key::Erase
+        } else if is(self.kill) {
+            Key::Kill
+        } else if is(self.eof) {
+            Key::Eof
+        } else if byte < 0x20 {
+            Key::Ignored
+        } else {
+            Key::Text
+        }
+    }
 }
 
 fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> Result<(), Errno> {

@@ -762,60 +762,97 @@ fn cmd_source_runs_without_a_shell() {
     ));
 }
 
+/// A pseudo-terminal: the master (the "keyboard and screen") and the slave's path, with one
+/// slave fd held open so its settings persist between opens.
+struct Pty {
+    master: std::fs::File,
+    slave: PathBuf,
+    hold: std::fs::File,
+}
+
+impl Pty {
+    fn new() -> Self {
+        use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
+        grantpt(&master).unwrap();
+        unlockpt(&master).unwrap();
+        let slave = PathBuf::from(ptsname(&master, Vec::new()).unwrap().into_string().unwrap());
+        let hold = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&slave)
+            .unwrap();
+        Self {
+            master: std::fs::File::from(master),
+            slave,
+            hold,
+        }
+    }
+
+    fn echo(&self) -> bool {
+        let t = rustix::termios::tcgetattr(&self.hold).unwrap();
+        t.local_modes.contains(rustix::termios::LocalModes::ECHO)
+    }
+
+    /// Runs a prompt on the slave, types `keys` once echo is off, and returns the result and
+    /// everything the terminal displayed.
+    fn prompt(&mut self, keys: &[u8]) -> (Result<SecretBytes, SecretError>, String) {
+        assert!(self.echo(), "echo on before the prompt");
+        let opts = ReadOptions {
+            tty_path: self.slave.clone(),
+            prompt_text: "Vault password: ".to_owned(),
+            ..ReadOptions::default()
+        };
+        let reader = thread::spawn(move || SecretSource::Prompt.read_with(&opts));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.echo() {
+            assert!(Instant::now() < deadline, "echo never turned off");
+            thread::sleep(Duration::from_millis(5));
+        }
+        self.master.write_all(keys).unwrap();
+        let result = reader.join().unwrap();
+        assert!(self.echo(), "echo restored on every path");
+        let mut shown = vec![0u8; 4096];
+        rustix::io::ioctl_fionbio(&self.master, true).unwrap();
+        let n = self.master.read(&mut shown).unwrap_or(0);
+        rustix::io::ioctl_fionbio(&self.master, false).unwrap();
+        (result, String::from_utf8_lossy(&shown[..n]).into_owned())
+    }
+}
+
 #[test]
 fn prompt_reads_a_line_with_echo_off_and_restores_the_terminal() {
-    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
-    use rustix::termios::{LocalModes, tcgetattr};
-    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
-    grantpt(&master).unwrap();
-    unlockpt(&master).unwrap();
-    let slave = PathBuf::from(ptsname(&master, Vec::new()).unwrap().into_string().unwrap());
-    // Keep one slave fd open so the pty stays configured between opens.
-    let hold = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&slave)
-        .unwrap();
-    assert!(
-        tcgetattr(&hold)
-            .unwrap()
-            .local_modes
-            .contains(LocalModes::ECHO)
-    );
-
-    let opts = ReadOptions {
-        tty_path: slave.clone(),
-        prompt_text: "Vault password: ".to_owned(),
-        ..ReadOptions::default()
-    };
-    let reader = thread::spawn(move || SecretSource::Prompt.read_with(&opts));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while tcgetattr(&hold)
-        .unwrap()
-        .local_modes
-        .contains(LocalModes::ECHO)
-    {
-        assert!(Instant::now() < deadline, "echo never turned off");
-        thread::sleep(Duration::from_millis(5));
-    }
-    let mut m = std::fs::File::from(master);
-    m.write_all(b"hunter2\n").unwrap();
-    let secret = reader.join().unwrap().unwrap();
-    assert_eq!(secret.expose(), b"hunter2");
-    assert!(
-        tcgetattr(&hold)
-            .unwrap()
-            .local_modes
-            .contains(LocalModes::ECHO),
-        "echo restored"
-    );
+    let mut pty = Pty::new();
+    let (result, shown) = pty.prompt(b"hunter2\n");
+    assert_eq!(result.unwrap().expose(), b"hunter2");
     // What the terminal showed: the prompt and a newline, never the typed secret.
-    let mut shown = vec![0u8; 4096];
-    rustix::io::ioctl_fionbio(&m, true).unwrap();
-    let n = m.read(&mut shown).unwrap_or(0);
-    let shown = String::from_utf8_lossy(&shown[..n]);
     assert!(shown.contains("Vault password: "), "{shown:?}");
     assert!(!shown.contains("hunter2"), "secret echoed: {shown:?}");
+}
+
+#[test]
+fn prompt_line_editing_keys_work() {
+    let mut pty = Pty::new();
+    // Backspace (DEL) removes a whole UTF-8 character; Ctrl-U clears; Ctrl-Z is ignored; CR ends.
+    let (result, _) = pty.prompt("wrong\x15hunX\x7fté\x7fer\x1a2\r".as_bytes());
+    assert_eq!(result.unwrap().expose(), b"hunter2");
+    // Ctrl-D on an empty line: end of input, an empty secret (refused by default).
+    let (result, _) = pty.prompt(b"\x04");
+    assert!(
+        matches!(result, Err(SecretError::Empty { .. })),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn prompt_ctrl_c_is_an_error_with_the_terminal_restored() {
+    let mut pty = Pty::new();
+    let (result, shown) = pty.prompt(b"hunt\x03er2\n");
+    assert!(
+        matches!(result, Err(SecretError::Interrupted { .. })),
+        "{result:?}"
+    );
+    assert!(!shown.contains("hunt"), "{shown:?}");
 }
 
 #[test]
