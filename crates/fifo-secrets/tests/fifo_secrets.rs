@@ -1079,3 +1079,49 @@ fn huge_timeouts_mean_no_deadline_not_a_panic() {
     assert_eq!(fifo.send(&secret, &opts).unwrap().bytes, 200_000);
     assert_eq!(reader.join().unwrap(), vec![7u8; 200_000]);
 }
+
+/// `SecretDir::create` picks `$XDG_RUNTIME_DIR` only when it is private and RAM-backed. Runs in
+/// children (this binary re-executed) because the environment is process-wide.
+#[test]
+fn create_prefers_a_private_ram_backed_xdg_runtime_dir() {
+    if let Some(expect) = std::env::var_os("FIFO_SECRETS_XDG_CHILD") {
+        let dir = SecretDir::create("fifo-test").unwrap();
+        let parent = dir.path().parent().unwrap().to_owned();
+        println!(
+            "XDG-CHILD parent={} expected={}",
+            parent.display(),
+            Path::new(&expect).display()
+        );
+        assert_eq!(parent, Path::new(&expect));
+        return;
+    }
+    let run = |xdg: &Path, expect: &Path| {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "create_prefers_a_private_ram_backed_xdg_runtime_dir",
+                "--exact",
+                "--nocapture",
+            ])
+            .env("FIFO_SECRETS_XDG_CHILD", expect)
+            .env("XDG_RUNTIME_DIR", xdg)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "xdg={}: {stdout}", xdg.display());
+        assert!(stdout.contains("XDG-CHILD parent="), "{stdout}");
+    };
+    // Private and on tmpfs: used.
+    let private = tempfile::tempdir_in("/dev/shm").unwrap();
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    run(private.path(), private.path());
+    // Readable by others: not used, /dev/shm instead.
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    run(private.path(), Path::new("/dev/shm"));
+    // Relative: not used.
+    run(Path::new("relative/run"), Path::new("/dev/shm"));
+    // On disk (when this host has a disk-backed target dir): not used.
+    let disk = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    if fs_magic(disk.path()) != TMPFS_MAGIC {
+        run(disk.path(), Path::new("/dev/shm"));
+    }
+}
