@@ -1,5 +1,5 @@
 //! The reactor engine: watch one held directory, claim, check, audit, act.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, CString};
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
@@ -441,13 +441,18 @@ impl<'r, R: Registry> Reactor<'r, R> {
     }
 
     /// Lists a directory's handleable names (bounded per call).
-    fn list(&self, dir: &OwnedFd, limit: usize) -> Result<Vec<CString>, ReactorError> {
+    fn list(
+        &self,
+        dir: &OwnedFd,
+        limit: usize,
+        skip: &HashSet<CString>,
+    ) -> Result<Vec<CString>, ReactorError> {
         let mut names = Vec::new();
         let listing = rustix::fs::Dir::read_from(dir).map_err(|e| self.io_error("read dir", e))?;
         for entry in listing {
             let entry = entry.map_err(|e| self.io_error("read dir", e))?;
             let name = entry.file_name();
-            if classify_entry_name(name.to_bytes()) == EntryName::Hidden {
+            if classify_entry_name(name.to_bytes()) == EntryName::Hidden || skip.contains(name) {
                 continue;
             }
             names.push(name.to_owned());
@@ -461,11 +466,13 @@ impl<'r, R: Registry> Reactor<'r, R> {
     /// Handles entries left in the claim dir by an earlier run. Returns false if stopped.
     fn recover(&mut self, stop: Option<&StopSignal>) -> Result<bool, ReactorError> {
         let batch = self.cfg.batch_max.max(1);
+        let mut attempted = HashSet::new();
         loop {
-            let names = self.list(&self.claim_dir, batch)?;
+            let names = self.list(&self.claim_dir, batch, &attempted)?;
             if names.is_empty() {
                 return Ok(true);
             }
+            attempted.extend(names.iter().cloned());
             let claimed = names
                 .into_iter()
                 .map(|name| Claimed {
@@ -485,26 +492,18 @@ impl<'r, R: Registry> Reactor<'r, R> {
     fn rescan(&mut self, stop: Option<&StopSignal>) -> Result<bool, ReactorError> {
         self.stats.rescans += 1;
         let batch = self.cfg.batch_max.max(1);
+        // Each name is tried once per rescan: an entry that cannot be claimed is not retried
+        // in a loop.
+        let mut attempted = HashSet::new();
         loop {
-            let names = self.list(&self.intent_dir, batch)?;
+            let names = self.list(&self.intent_dir, batch, &attempted)?;
             if names.is_empty() {
                 return Ok(true);
             }
-            let before = self.stats.executed
-                + self.stats.failed
-                + self.stats.rejected
-                + self.stats.coalesced;
+            attempted.extend(names.iter().cloned());
             let mut ignored = false;
             if !self.handle_names(names, stop, &mut ignored)? {
                 return Ok(false);
-            }
-            let after = self.stats.executed
-                + self.stats.failed
-                + self.stats.rejected
-                + self.stats.coalesced;
-            if after == before {
-                // Nothing could be claimed (e.g. an entry we may not rename): do not spin.
-                return Ok(true);
             }
         }
     }
