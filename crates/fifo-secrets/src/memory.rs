@@ -42,10 +42,9 @@ impl SecretBytes {
     ///
     /// # Errors
     /// As [`SecretBytes::from_slice`]; the vector is zeroed on the error path too.
-    pub fn from_vec(mut bytes: Vec<u8>) -> Result<Self, SecretError> {
+    pub fn from_vec(bytes: Vec<u8>) -> Result<Self, SecretError> {
         let out = Self::from_slice(&bytes);
-        bytes.resize(bytes.capacity(), 0);
-        sys::zero(&mut bytes);
+        wipe_vec(bytes);
         out
     }
 
@@ -78,6 +77,12 @@ impl fmt::Debug for SecretBytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SecretBytes(<{} bytes>)", self.len)
     }
+}
+
+/// Zeroes a vector's whole buffer (length and spare capacity) before freeing it.
+pub(crate) fn wipe_vec(mut bytes: Vec<u8>) {
+    bytes.resize(bytes.capacity(), 0);
+    sys::zero(&mut bytes);
 }
 
 /// A growable buffer in protected memory, for reading a secret of unknown length without it

@@ -12,7 +12,7 @@ use rustix::io::Errno;
 use rustix::termios::{LocalModes, OptionalActions, SpecialCodeIndex};
 
 use crate::error::bounded;
-use crate::memory::SecretBuf;
+use crate::memory::{SecretBuf, wipe_vec};
 use crate::{SecretBytes, SecretError};
 
 /// Longest accepted source specification, in bytes.
@@ -214,7 +214,7 @@ impl SecretSource {
     ///
     /// # Errors
     /// [`SecretError::NotSet`], [`SecretError::TooLarge`], [`SecretError::Empty`],
-    /// [`SecretError::CommandFailed`], [`SecretError::Io`] (open/read/spawn/terminal failures,
+    /// [`SecretError::CommandFailed`], [`SecretError::Interrupted`] (Ctrl-C at a prompt), [`SecretError::Io`] (open/read/spawn/terminal failures,
     /// with the path) and [`SecretError::Memory`].
     pub fn read_with(&self, opts: &ReadOptions) -> Result<SecretBytes, SecretError> {
         let mut buf = match self {
@@ -223,7 +223,7 @@ impl SecretSource {
                     .ok_or_else(|| SecretError::NotSet { var: var.clone() })?;
                 let bytes = value.into_encoded_bytes();
                 if bytes.len() > opts.max_bytes {
-                    drop(SecretBytes::from_vec(bytes));
+                    wipe_vec(bytes);
                     return Err(SecretError::TooLarge {
                         limit: opts.max_bytes,
                     });
@@ -231,7 +231,7 @@ impl SecretSource {
                 let mut buf = SecretBuf::with_capacity(bytes.len())?;
                 let copied = buf.extend_from_slice(&bytes, opts.max_bytes);
                 // Zero our heap copy whatever happened.
-                drop(SecretBytes::from_vec(bytes));
+                wipe_vec(bytes);
                 copied?;
                 buf
             }
