@@ -1125,3 +1125,79 @@ fn create_prefers_a_private_ram_backed_xdg_runtime_dir() {
         run(disk.path(), Path::new("/dev/shm"));
     }
 }
+
+/// The point of `harden_process()`: another process of the same uid can no longer read our
+/// `/proc/<pid>/environ` (nor `mem`, nor ptrace us). Needs root to run both sides as uid 65534.
+#[test]
+fn hardened_process_is_closed_to_its_own_uid() {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os("FIFO_SECRETS_VICTIM").is_some() {
+        if std::env::var_os("FIFO_SECRETS_VICTIM_HARDEN").is_some() {
+            fifo_secrets::harden_process().unwrap();
+        }
+        println!("VICTIM-READY");
+        std::io::stdout().flush().unwrap();
+        let mut line = String::new();
+        // Wait until the parent closes our stdin.
+        let _ = std::io::stdin().read_line(&mut line);
+        return;
+    }
+    if !rustix::process::geteuid().is_root() {
+        println!("SKIP: needs root to run a victim and an attacker as another, shared uid");
+        return;
+    }
+    for harden in [false, true] {
+        let mut victim = Command::new(std::env::current_exe().unwrap());
+        victim
+            .args([
+                "hardened_process_is_closed_to_its_own_uid",
+                "--exact",
+                "--nocapture",
+            ])
+            .env("FIFO_SECRETS_VICTIM", "1")
+            .uid(65534)
+            .gid(65534)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        if harden {
+            victim.env("FIFO_SECRETS_VICTIM_HARDEN", "1");
+        }
+        let mut victim = match victim.spawn() {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                println!("SKIP: uid 65534 cannot execute this test binary here: {e}");
+                return;
+            }
+            Err(e) => panic!("spawn victim: {e}"),
+        };
+        let mut lines = std::io::BufReader::new(victim.stdout.take().unwrap()).lines();
+        assert!(
+            lines.any(|l| l.is_ok_and(|l| l.contains("VICTIM-READY"))),
+            "victim did not start"
+        );
+        let attacker = Command::new("cat")
+            .arg(format!("/proc/{}/environ", victim.id()))
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        drop(victim.stdin.take());
+        assert!(victim.wait().unwrap().success());
+        if harden {
+            assert!(
+                !attacker.status.success(),
+                "same uid read a hardened environ"
+            );
+            let err = String::from_utf8_lossy(&attacker.stderr);
+            assert!(err.contains("Permission denied"), "{err}");
+        } else {
+            assert!(
+                attacker.status.success(),
+                "control: same uid reads an unhardened environ: {}",
+                String::from_utf8_lossy(&attacker.stderr)
+            );
+            assert!(String::from_utf8_lossy(&attacker.stdout).contains("FIFO_SECRETS_VICTIM=1"));
+        }
+    }
+}
