@@ -128,6 +128,32 @@ impl EtcdTls {
 /// The API is synchronous: a small tokio runtime runs inside on one background thread. Do not
 /// call it from inside an async runtime (it returns [`LockError::Config`] if you do; use
 /// `spawn_blocking`).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use singleton_lock::{EtcdLock, EtcdLockConfig, LockError};
+///
+/// let mut cfg = EtcdLockConfig::new(["http://10.0.0.1:2379", "http://10.0.0.2:2379"], "backup");
+/// cfg.ttl = Duration::from_secs(10);
+/// let lock = EtcdLock::new(cfg)?;
+/// match lock.try_acquire() {
+///     Ok(guard) => {
+///         let lost = guard.lost();
+///         for chunk in 0..100 {
+///             if lost.is_lost() {
+///                 eprintln!("lock lost: {:?}; stopping", lost.reason());
+///                 break;
+///             }
+///             // Hand the token to the storage you write to, so it can refuse older holders.
+///             let _token = guard.fencing_token();
+///             let _ = chunk;
+///         }
+///     }
+///     Err(LockError::Held { holder, .. }) => eprintln!("held by {holder:?}"),
+///     Err(e) => return Err(e.into()),
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct EtcdLock {
     inner: Arc<Inner>,
 }

@@ -28,6 +28,22 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Many nodes: the etcd backend (feature `etcd`)
+//!
+//! A `flock` only excludes processes on one machine. With the `etcd` feature, `EtcdLock` takes
+//! the same kind of lock through an etcd cluster: a lease with a TTL kept alive every TTL/3, a
+//! key `<prefix>/<name>/<lease id hex>` created in a transaction, the owner being the key with
+//! the smallest create revision, waiters watching their predecessor's key. The holder gets a
+//! **fencing token** (its key's create revision; every later holder's is larger) and a
+//! [`LostSignal`] that fires when the lock is lost (lease expired, keepalives failing past the
+//! TTL, key deleted). Deadlines run on `CLOCK_BOOTTIME`, so a holder that was stopped or
+//! suspended past its TTL sees the loss as soon as it checks. The API is blocking (a small tokio
+//! runtime runs inside on a background thread). Without the feature, no gRPC or tokio code is
+//! compiled in.
+//!
+//! [`LockBackend`] and [`HeldLock`] are object-safe traits over both backends, so a program can
+//! choose at run time: `Box<dyn LockBackend>`.
+//!
 //! # Which kernel lock, and what `fork`, `exec` and threads do to it
 //!
 //! Linux has three kinds of file locks; this crate uses `flock(2)`, deliberately:
@@ -71,6 +87,14 @@
 //!   one.
 //! - The record is advisory and parsed strictly ([`RecordError`]); it is only ever reported,
 //!   never acted on (this crate never signals a "holder").
+//!
+//! # Errors
+//!
+//! [`LockError`] says what failed and where: `Held`/`Timeout` carry the holder, file problems
+//! carry the path (`Symlink`, `UnsafeDirectory`, `UnsafeFile`, `NetworkFilesystem`, `Io`), and
+//! with the `etcd` feature `Unreachable` (no member answered within the connect timeout),
+//! `LeaseExpired` (our lease ran out while waiting), `Etcd` (any other server error) and
+//! `Config` are distinct.
 //!
 //! # Kernel requirements
 //!

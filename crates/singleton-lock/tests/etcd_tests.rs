@@ -19,43 +19,18 @@ const ENDPOINTS_ENV: &str = "SINGLETON_LOCK_TEST_ENDPOINTS";
 const NAME_ENV: &str = "SINGLETON_LOCK_TEST_NAME";
 const TTL_ENV: &str = "SINGLETON_LOCK_TEST_TTL";
 
-pub const TESTS: &[Test] = &[
-    (
-        "etcd_unreachable_cluster_is_a_distinct_error",
-        etcd_unreachable_cluster_is_a_distinct_error,
-    ),
-    (
-        "etcd_processes_contend_exactly_one_wins",
-        etcd_processes_contend_exactly_one_wins,
-    ),
-    (
-        "etcd_timeout_names_holder_and_cleans_up",
-        etcd_timeout_names_holder_and_cleans_up,
-    ),
-    (
-        "etcd_waiters_queue_and_tokens_grow",
-        etcd_waiters_queue_and_tokens_grow,
-    ),
-    (
-        "etcd_deleted_key_is_reported_lost",
-        etcd_deleted_key_is_reported_lost,
-    ),
-    (
-        "etcd_sigkill_frees_after_ttl_with_larger_token",
-        etcd_sigkill_frees_after_ttl_with_larger_token,
-    ),
-    (
-        "etcd_sigstopped_holder_learns_loss_before_working",
-        etcd_sigstopped_holder_learns_loss_before_working,
-    ),
-    (
-        "etcd_outage_is_reported_never_ignored",
-        etcd_outage_is_reported_never_ignored,
-    ),
-    (
-        "etcd_three_member_cluster_survives_member_kill",
-        etcd_three_member_cluster_survives_member_kill,
-    ),
+pub const TESTS: &[Test] = tests![
+    etcd_unreachable_cluster_is_a_distinct_error,
+    etcd_processes_contend_exactly_one_wins,
+    etcd_timeout_names_holder_and_cleans_up,
+    etcd_waiters_queue_and_tokens_grow,
+    etcd_deleted_key_is_reported_lost,
+    etcd_sigkill_frees_after_ttl_with_larger_token,
+    etcd_sigstopped_holder_learns_loss_before_working,
+    etcd_outage_is_reported_never_ignored,
+    etcd_three_member_cluster_survives_member_kill,
+    etcd_user_and_password_auth,
+    etcd_mutual_tls,
 ];
 
 fn boottime_ns() -> u128 {
@@ -82,6 +57,12 @@ struct Etcd {
     bin: PathBuf,
     dir: tempfile::TempDir,
     members: Vec<Member>,
+    /// `http` or `https` (client URLs).
+    scheme: &'static str,
+    /// Extra etcd flags (TLS files).
+    extra_args: Vec<String>,
+    /// Extra etcdctl flags (credentials, TLS files).
+    ctl_args: Vec<String>,
 }
 
 struct Member {
@@ -94,6 +75,18 @@ struct Member {
 impl Etcd {
     /// Starts an `n`-member cluster, or says why it cannot and returns `None`.
     fn start(n: usize) -> Option<Etcd> {
+        let mut etcd = Self::prepare(n)?;
+        for i in 0..n {
+            etcd.spawn(i);
+        }
+        for i in 0..n {
+            etcd.wait_healthy(i);
+        }
+        Some(etcd)
+    }
+
+    /// Members chosen (ports, names), nothing started yet.
+    fn prepare(n: usize) -> Option<Etcd> {
         let Some(bin) = etcd_binary() else {
             skip("no etcd binary (set SINGLETON_LOCK_TEST_ETCD or run .ci/deps/singleton-lock.sh)");
             return None;
@@ -106,18 +99,14 @@ impl Etcd {
                 child: None,
             })
             .collect();
-        let mut etcd = Etcd {
+        Some(Etcd {
             bin,
             dir: tempfile::tempdir().expect("tempdir"),
             members,
-        };
-        for i in 0..n {
-            etcd.spawn(i);
-        }
-        for i in 0..n {
-            etcd.wait_healthy(i);
-        }
-        Some(etcd)
+            scheme: "http",
+            extra_args: Vec::new(),
+            ctl_args: Vec::new(),
+        })
     }
 
     fn spawn(&mut self, i: usize) {
@@ -133,7 +122,7 @@ impl Etcd {
             .append(true)
             .open(self.dir.path().join(format!("{}.log", m.name)))
             .expect("log file");
-        let client = format!("http://127.0.0.1:{}", m.client_port);
+        let client = format!("{}://127.0.0.1:{}", self.scheme, m.client_port);
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
         let child = Command::new(&self.bin)
             .args(["--name", &m.name])
@@ -160,6 +149,7 @@ impl Etcd {
             ])
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .args(["--logger", "zap", "--log-outputs", "stderr"])
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -189,7 +179,7 @@ impl Etcd {
     fn endpoints(&self) -> Vec<String> {
         self.members
             .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .map(|m| format!("{}://127.0.0.1:{}", self.scheme, m.client_port))
             .collect()
     }
 
@@ -218,6 +208,7 @@ impl Etcd {
         let out = Command::new(ctl)
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", self.endpoints().join(",")))
+            .args(&self.ctl_args)
             .args(args)
             .output()
             .expect("etcdctl");
@@ -623,6 +614,22 @@ fn etcd_outage_is_reported_never_ignored() {
         Some(std::process::id())
     );
 
+    // Killed and restarted at once: kept or lost, but never "kept" while the key is gone.
+    etcd.restart(0);
+    etcd.wait_healthy(0);
+    std::thread::sleep(Duration::from_secs(ttl));
+    match lost.reason() {
+        None => {
+            assert_eq!(
+                etcd.keys(&l),
+                vec![guard.key().to_owned()],
+                "kept means still ours"
+            );
+            println!("  etcd restart within the TTL: lock kept");
+        }
+        Some(reason) => println!("  etcd restart within the TTL: lock reported lost ({reason})"),
+    }
+
     // Down for longer than the TTL: reported as lost within about a TTL.
     etcd.kill(0);
     let down = Instant::now();
@@ -688,4 +695,175 @@ fn etcd_three_member_cluster_survives_member_kill() {
     guard.release().expect("release with one member down");
     let g2 = other.try_acquire().expect("acquire with one member down");
     assert!(g2.fencing_token() > t1);
+}
+
+fn etcd_user_and_password_auth() {
+    let Some(mut etcd) = Etcd::start(1) else {
+        return;
+    };
+    let endpoints = etcd.endpoints();
+    etcd.etcdctl(&["user", "add", "root", "--new-user-password=s3cret pass"]);
+    etcd.etcdctl(&["user", "grant-role", "root", "root"]);
+    etcd.etcdctl(&["auth", "enable"]);
+    etcd.ctl_args = vec!["--user=root:s3cret pass".into()];
+
+    let mut cfg = config(&endpoints, "auth", 3);
+    cfg.user = Some(("root".into(), b"s3cret pass".to_vec()));
+    let l = EtcdLock::new(cfg).expect("authenticated client");
+    let guard = l.try_acquire().expect("acquire with auth");
+    assert_eq!(etcd.keys(&l), vec![guard.key().to_owned()]);
+
+    let mut wrong = config(&endpoints, "auth", 3);
+    wrong.user = Some(("root".into(), b"wrong-pw".to_vec()));
+    let err = EtcdLock::new(wrong)
+        .and_then(|l| l.try_acquire())
+        .expect_err("wrong password");
+    assert!(matches!(err, LockError::Etcd { .. }), "{err:?}");
+    assert!(err.to_string().contains("authentication failed"), "{err}");
+    assert!(
+        !err.to_string().contains("wrong-pw"),
+        "the password never appears: {err}"
+    );
+
+    let anonymous = lock(&endpoints, "auth", 3);
+    let err = anonymous.try_acquire().expect_err("no user");
+    assert!(matches!(err, LockError::Etcd { .. }), "{err:?}");
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test CA, a server certificate for 127.0.0.1 and a client certificate (P-256 keys).
+fn make_certificates(dir: &std::path::Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+    ]);
+    openssl(dir, &ca);
+    for (name, ext) in [
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        let (key, csr, crt, extfile, subj) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+            format!("{name}.ext"),
+            format!("/CN={name}"),
+        );
+        std::fs::write(dir.join(&extfile), ext).expect("ext file");
+        let mut req = vec!["req"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        openssl(dir, &req);
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "2",
+                "-extfile",
+                &extfile,
+            ],
+        );
+    }
+}
+
+fn etcd_mutual_tls() {
+    if Command::new("openssl").arg("version").output().is_err() {
+        skip("no openssl binary to make test certificates");
+        return;
+    }
+    let Some(mut etcd) = Etcd::prepare(1) else {
+        return;
+    };
+    let dir = etcd.dir.path().to_path_buf();
+    make_certificates(&dir);
+    let p = |f: &str| dir.join(f).to_string_lossy().into_owned();
+    etcd.scheme = "https";
+    etcd.extra_args = vec![
+        format!("--cert-file={}", p("server.crt")),
+        format!("--key-file={}", p("server.key")),
+        format!("--trusted-ca-file={}", p("ca.crt")),
+        "--client-cert-auth".into(),
+    ];
+    etcd.ctl_args = vec![
+        format!("--cacert={}", p("ca.crt")),
+        format!("--cert={}", p("client.crt")),
+        format!("--key={}", p("client.key")),
+    ];
+    etcd.spawn(0);
+    let endpoints = etcd.endpoints();
+    let tls_config = |with_client_cert: bool| {
+        let mut tls = singleton_lock::EtcdTls::new();
+        tls.ca_cert = Some(dir.join("ca.crt"));
+        if with_client_cert {
+            tls.client_cert = Some(dir.join("client.crt"));
+            tls.client_key = Some(dir.join("client.key"));
+        }
+        let mut cfg = config(&endpoints, "tls", 3);
+        cfg.tls = Some(tls);
+        cfg
+    };
+    let l = EtcdLock::new(tls_config(true)).expect("TLS client");
+    let give_up = Instant::now() + Duration::from_secs(30);
+    let guard = loop {
+        match l.try_acquire() {
+            Ok(g) => break g,
+            Err(e) => {
+                assert!(Instant::now() < give_up, "TLS etcd never answered: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    assert_eq!(etcd.keys(&l), vec![guard.key().to_owned()]);
+    let without_client_cert = EtcdLock::new(tls_config(false)).and_then(|l| l.try_acquire());
+    assert!(
+        without_client_cert.is_err(),
+        "the server requires a client certificate"
+    );
+    let mut plain = tls_config(true);
+    plain.endpoints = vec![endpoints[0].replace("https://", "http://")];
+    assert!(
+        matches!(EtcdLock::new(plain), Err(LockError::Etcd { .. })),
+        "TLS settings with an http:// endpoint are refused"
+    );
 }

@@ -18,58 +18,32 @@ const PATH_ENV: &str = "SINGLETON_LOCK_TEST_PATH";
 const GO_ENV: &str = "SINGLETON_LOCK_TEST_GO";
 const HOLD_MS_ENV: &str = "SINGLETON_LOCK_TEST_HOLD_MS";
 
+/// `tests![a, b]` → `&[("a", a), ("b", b)]`.
+macro_rules! tests {
+    ($($f:ident),* $(,)?) => {
+        &[$((stringify!($f), $f as fn())),*]
+    };
+}
+
 #[cfg(feature = "etcd")]
 mod etcd_tests;
 
 type Test = (&'static str, fn());
 
-const TESTS: &[Test] = &[
-    (
-        "twenty_processes_race_exactly_one_wins",
-        twenty_processes_race_exactly_one_wins,
-    ),
-    (
-        "sigkill_of_holder_frees_the_lock_at_once",
-        sigkill_of_holder_frees_the_lock_at_once,
-    ),
-    (
-        "blocking_acquire_waits_for_release",
-        blocking_acquire_waits_for_release,
-    ),
-    ("timeout_is_respected", timeout_is_respected),
-    (
-        "acquire_timeout_succeeds_when_freed",
-        acquire_timeout_succeeds_when_freed,
-    ),
-    (
-        "symlink_at_lock_path_is_refused",
-        symlink_at_lock_path_is_refused,
-    ),
-    (
-        "unsafe_directories_are_refused",
-        unsafe_directories_are_refused,
-    ),
-    (
-        "unsafe_lock_files_are_refused",
-        unsafe_lock_files_are_refused,
-    ),
-    (
-        "missing_directory_is_created_private",
-        missing_directory_is_created_private,
-    ),
-    (
-        "garbage_record_is_not_believed",
-        garbage_record_is_not_believed,
-    ),
-    (
-        "release_clears_record_and_keeps_file",
-        release_clears_record_and_keeps_file,
-    ),
-    ("fd_is_cloexec_unless_asked", fd_is_cloexec_unless_asked),
-    (
-        "backend_trait_over_local_lock",
-        backend_trait_over_local_lock,
-    ),
+const TESTS: &[Test] = tests![
+    twenty_processes_race_exactly_one_wins,
+    sigkill_of_holder_frees_the_lock_at_once,
+    blocking_acquire_waits_for_release,
+    timeout_is_respected,
+    acquire_timeout_succeeds_when_freed,
+    symlink_at_lock_path_is_refused,
+    unsafe_directories_are_refused,
+    unsafe_lock_files_are_refused,
+    missing_directory_is_created_private,
+    garbage_record_is_not_believed,
+    release_clears_record_and_keeps_file,
+    fd_is_cloexec_unless_asked,
+    backend_trait_over_local_lock,
 ];
 
 fn main() -> ExitCode {
