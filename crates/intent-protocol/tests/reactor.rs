@@ -8,11 +8,11 @@ use intent_protocol::{
     ReactorConfig, ReactorError, Rejection, StopSignal,
 };
 
-/// Records what ran; the first `slow_first` calls sleep that long.
+/// Records what ran; the first call waits until the `gate` file exists (if set).
 #[derive(Default)]
 struct Recorder {
     ran: Mutex<Vec<String>>,
-    slow_first: Option<Duration>,
+    gate: Option<PathBuf>,
 }
 
 impl Recorder {
@@ -57,8 +57,11 @@ impl Intent for Poke {
             ran.push(format!("poke {}", p.name));
             ran.len() == 1
         };
-        if let (true, Some(d)) = (first, host.slow_first) {
-            std::thread::sleep(d);
+        if let (true, Some(gate)) = (first, &host.gate) {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !gate.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         ActionReport {
             commands: vec![(vec!["poke".into(), p.name.clone()], ActionStatus::Exited(0))],
@@ -293,19 +296,31 @@ fn queue_overflow_triggers_a_rescan_that_handles_everything() {
     cfg.rate_limit.burst = 1_000_000;
     // Large enough that only IN_Q_OVERFLOW (not the per-drain name bound) can cause a rescan.
     cfg.batch_max = 5_000;
+    let gate = d.state.join("gate");
     let host = Recorder {
-        slow_first: Some(Duration::from_secs(2)),
+        gate: Some(gate.clone()),
         ..Recorder::default()
     };
     let handle = std::thread::spawn(move || {
         let mut reactor = Reactor::open(cfg, &REGISTRY, host).expect("open");
         reactor.run(&stop).expect("run")
     });
+    // Give the reactor time to finish its (empty) start-up scan and block in poll, so the
+    // first intent arrives as an event and the flood piles up in the kernel queue.
+    std::thread::sleep(Duration::from_millis(500));
     let writer = IntentWriter::open(&d.intents).expect("writer");
     writer
         .send_json("INTENT_POKE", r#"{"name":"first"}"#)
         .expect("send");
-    // While the first action sleeps, overflow the event queue (each file: create+close+move).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !audit_lines(&d)
+        .iter()
+        .any(|l| l.contains(r#""outcome":"started""#))
+    {
+        assert!(Instant::now() < deadline, "first intent never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // While the first action waits at the gate, overflow the event queue.
     let total = max_events + 500;
     for i in 0..total {
         let name = format!("{i:06}.intent.json");
@@ -314,6 +329,7 @@ fn queue_overflow_triggers_a_rescan_that_handles_everything() {
         std::fs::write(d.intents.join(format!(".{name}")), body).expect("write");
         std::fs::rename(d.intents.join(format!(".{name}")), d.intents.join(&name)).expect("rename");
     }
+    std::fs::write(&gate, "").expect("open the gate");
     let deadline = Instant::now() + Duration::from_secs(100);
     loop {
         let left = std::fs::read_dir(&d.intents)
