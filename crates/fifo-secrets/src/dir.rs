@@ -642,12 +642,13 @@ impl SecretFifo {
         let mut written = 0;
         while written < total {
             match rustix::io::write(fd, &bytes[written..]) {
+                // A pipe never takes 0 of a non-empty write; if it did, wait rather than spin.
+                Ok(0) | Err(Errno::AGAIN) => {}
                 Ok(n) => {
                     written += n;
                     continue;
                 }
                 Err(Errno::INTR) => continue,
-                Err(Errno::AGAIN) => {}
                 Err(Errno::PIPE) => {
                     return Err(SecretError::ReaderGone {
                         path: self.path.clone(),
