@@ -194,8 +194,7 @@ impl LockHolder {
         }
     }
 
-    /// A record with only a pid (plus what the caller fills in): for other backends.
-    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    /// A record with only a pid; the parser fills in the rest.
     pub(crate) fn bare(pid: u32) -> Self {
         LockHolder {
             pid,

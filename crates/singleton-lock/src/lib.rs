@@ -77,7 +77,8 @@
 //!
 //! - The file is opened with `O_RDWR|O_CREAT|O_NOFOLLOW|O_CLOEXEC|O_NOCTTY`, mode 0600, relative
 //!   to a directory fd that was checked first: owned by root or by us, and not writable by group
-//!   or others unless sticky (like `/tmp`). A symlink at the lock path is refused
+//!   or others unless sticky (like `/tmp`); the directory may be a symlink only if root or we own
+//!   the link. A symlink at the lock path is refused
 //!   ([`LockError::Symlink`]); an existing file must be a regular file owned by us with one link.
 //! - Network filesystems (NFS, SMB/CIFS, AFS, Ceph, 9p, GFS2, OCFS2, Lustre, …, by `statfs`
 //!   magic) are refused: a local lock there excludes nobody on the other machines.

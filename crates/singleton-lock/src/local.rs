@@ -342,6 +342,24 @@ fn read_holder_settled(fd: &OwnedFd) -> Option<Box<LockHolder>> {
 /// Opens the lock's directory (creating the last component, mode 0700, if it is missing) and
 /// checks it through the fd: owned by root or by us, and not group/world-writable unless sticky.
 fn open_checked_dir(dir_path: &Path) -> Result<OwnedFd, LockError> {
+    let euid = rustix::process::geteuid().as_raw();
+    let unsafe_dir = |reason: String| LockError::UnsafeDirectory {
+        path: dir_path.to_path_buf(),
+        reason,
+    };
+    // The directory may itself be a symlink (Debian's /var/lock -> /run/lock), but only one
+    // that root or we own: anyone else's could send our lock file anywhere. (In a sticky
+    // directory nobody else can replace a link we or root own, so checking first is enough.)
+    if let Ok(st) = rustix::fs::lstat(dir_path)
+        && FileType::from_raw_mode(st.st_mode) == FileType::Symlink
+        && st.st_uid != 0
+        && st.st_uid != euid
+    {
+        return Err(unsafe_dir(format!(
+            "is a symbolic link owned by uid {}",
+            st.st_uid
+        )));
+    }
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let dir = match rustix::fs::open(dir_path, flags, Mode::empty()) {
         Ok(fd) => fd,
@@ -356,11 +374,6 @@ fn open_checked_dir(dir_path: &Path) -> Result<OwnedFd, LockError> {
         Err(e) => return Err(LockError::io(dir_path, "open directory", e)),
     };
     let st = rustix::fs::fstat(&dir).map_err(|e| LockError::io(dir_path, "fstat", e))?;
-    let euid = rustix::process::geteuid().as_raw();
-    let unsafe_dir = |reason: String| LockError::UnsafeDirectory {
-        path: dir_path.to_path_buf(),
-        reason,
-    };
     if st.st_uid != 0 && st.st_uid != euid {
         return Err(unsafe_dir(format!(
             "owned by uid {}, neither root nor us (uid {euid})",

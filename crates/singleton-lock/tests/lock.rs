@@ -396,6 +396,27 @@ fn unsafe_directories_are_refused() {
         println!("  (skipping the foreign-owner case: needs root to chown)");
         return;
     }
+    // A directory symlink is fine if we own it, not if someone else does.
+    let real = dir.path().join("real");
+    std::fs::create_dir(&real).expect("mkdir");
+    set_mode(&real, 0o700);
+    let ours = dir.path().join("our-link");
+    std::os::unix::fs::symlink(&real, &ours).expect("symlink");
+    LockFile::new(ours.join("x.lock"))
+        .try_acquire()
+        .expect("our own dir symlink");
+    let theirs = dir.path().join("their-link");
+    std::os::unix::fs::symlink(&real, &theirs).expect("symlink");
+    std::os::unix::fs::lchown(&theirs, Some(65534), Some(65534)).expect("lchown");
+    let err = LockFile::new(theirs.join("y.lock"))
+        .try_acquire()
+        .expect_err("foreign link");
+    assert!(matches!(err, LockError::UnsafeDirectory { .. }), "{err:?}");
+    assert!(
+        !real.join("y.lock").exists(),
+        "nothing created through a foreign link"
+    );
+
     let foreign = dir.path().join("foreign");
     std::fs::create_dir(&foreign).expect("mkdir");
     std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).expect("chown");
