@@ -180,6 +180,10 @@ pub fn run(globals: &crate::Globals, args: ExecArgs) -> ExitCode {
     for (name, source) in &specs {
         match source.read() {
             Ok(bytes) => secrets.push((name.clone(), bytes)),
+            // Ctrl-C at a prompt: the shell convention for SIGINT.
+            Err(err @ SecretError::Interrupted { .. }) => {
+                return fail(128 + 2, format_args!("secret {name:?}: {err}"));
+            }
             Err(err) => {
                 return fail(exit::ERROR, format_args!("secret {name:?}: {err}"));
             }
@@ -278,6 +282,26 @@ pub fn run(globals: &crate::Globals, args: ExecArgs) -> ExitCode {
         })
         .collect();
 
+    // 7. A lock that can be lost (etcd) stops the program when it is: never two holders at once.
+    let lost = Arc::new(AtomicBool::new(false));
+    if let Some(signal) = held.lost() {
+        let lost = Arc::clone(&lost);
+        let spawned = std::thread::Builder::new()
+            .name("lock-lost".into())
+            .spawn(move || {
+                let reason = signal.wait();
+                lost.store(true, Ordering::SeqCst);
+                eprintln!("manager: lost the lock ({reason}); stopping the program");
+                stop_group(child_pid, LEFTOVER_GRACE);
+            });
+        if let Err(err) = spawned {
+            stop_group(child_pid, Duration::ZERO);
+            let _ = wait_for(&mut child);
+            watchdog.finish();
+            return fail(exit::ERROR, format_args!("cannot watch the lock: {err}"));
+        }
+    }
+
     let status = wait_for(&mut child);
     cancel.store(true, Ordering::SeqCst);
     for (name, handle) in senders {
@@ -292,13 +316,22 @@ pub fn run(globals: &crate::Globals, args: ExecArgs) -> ExitCode {
             Err(_) => eprintln!("manager: warning: secret {name:?}: sender thread panicked"),
         }
     }
-    stop_leftovers(child_pid);
+    if rustix::process::test_kill_process_group(child_pid).is_ok() {
+        tracing::warn!("the program left processes behind; stopping its process group");
+        stop_group(child_pid, LEFTOVER_GRACE);
+    }
     watchdog.finish();
     if let Some(terminal) = terminal {
         terminal.take_back();
     }
     drop(dir);
     drop(held);
+    if lost.load(Ordering::SeqCst) {
+        return fail(
+            exit::LOCK_LOST,
+            "the program was stopped because the lock was lost",
+        );
+    }
     match status {
         Ok(status) => ExitCode::from(exit::from_status(status)),
         Err(err) => fail(exit::ERROR, format_args!("waiting for the program: {err}")),
@@ -314,13 +347,12 @@ fn wait_for(child: &mut Child) -> std::io::Result<std::process::ExitStatus> {
     }
 }
 
-/// The program's group may hold background children: TERM, a grace period, then KILL.
-fn stop_leftovers(pgid: Pid) {
+/// Stops a process group: SIGTERM, up to `grace` for it to empty, then SIGKILL until it is.
+fn stop_group(pgid: Pid, grace: Duration) {
     if rustix::process::kill_process_group(pgid, Signal::TERM).is_err() {
         return; // ESRCH: the group is empty.
     }
-    tracing::warn!("the program left processes behind; stopping its process group");
-    let deadline = std::time::Instant::now() + LEFTOVER_GRACE;
+    let deadline = std::time::Instant::now() + grace;
     while std::time::Instant::now() < deadline {
         if rustix::process::test_kill_process_group(pgid).is_err() {
             return;

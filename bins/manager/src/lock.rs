@@ -27,22 +27,30 @@ pub fn run(globals: &Globals, args: LockArgs) -> ExitCode {
 }
 
 fn status(globals: &Globals) -> ExitCode {
-    if globals.lock_backend == LockBackend::Etcd {
-        return fail(
-            exit::ERROR,
-            "--lock-backend etcd: this build of manager has no etcd support",
-        );
-    }
-    let lock = crate::singleton::local_lock(globals);
-    let holder = match lock.holder() {
+    let (backend, place, holder) = match globals.lock_backend {
+        LockBackend::Local => {
+            let lock = crate::singleton::local_lock(globals);
+            let holder = lock.holder();
+            ("local", lock.path().display().to_string(), holder)
+        }
+        LockBackend::Etcd => {
+            let lock = match crate::singleton::etcd_lock(globals) {
+                Ok(lock) => lock,
+                Err(code) => return code,
+            };
+            let holder = lock.holder();
+            ("etcd", format!("etcd:{}", lock.prefix()), holder)
+        }
+    };
+    let holder = match holder {
         Ok(holder) => holder,
         Err(err) => return fail(exit::ERROR, err),
     };
     if globals.json {
         let value = match &holder {
             Some(holder) => serde_json::json!({
-                "backend": "local",
-                "path": lock.path(),
+                "backend": backend,
+                "path": place,
                 "held": true,
                 "holder": {
                     "pid": holder.pid,
@@ -55,13 +63,13 @@ fn status(globals: &Globals) -> ExitCode {
                     "verification": format!("{:?}", holder.verification),
                 },
             }),
-            None => serde_json::json!({ "backend": "local", "path": lock.path(), "held": false }),
+            None => serde_json::json!({ "backend": backend, "path": place, "held": false }),
         };
         println!("{value}");
     } else {
         match &holder {
-            Some(holder) => println!("held by {holder} ({})", lock.path().display()),
-            None => println!("free ({})", lock.path().display()),
+            Some(holder) => println!("held by {holder} ({place})"),
+            None => println!("free ({place})"),
         }
     }
     ExitCode::SUCCESS

@@ -59,9 +59,10 @@ fn ignored_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
 pub fn kill_group_and_wait(pgid: Pid, timeout: Duration) -> bool {
     let start = Instant::now();
     loop {
-        match rustix::process::kill_process_group(pgid, Signal::KILL) {
-            Err(rustix::io::Errno::SRCH) => return true,
-            Err(_) | Ok(()) => {}
+        if let Err(rustix::io::Errno::SRCH) =
+            rustix::process::kill_process_group(pgid, Signal::KILL)
+        {
+            return true;
         }
         if start.elapsed() > timeout {
             return false;
