@@ -178,3 +178,38 @@ impl ActiveCgroup {
         report
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(memory: Option<&str>, cpus: Option<&str>, pids: Option<u64>) -> CgroupArgs {
+        CgroupArgs {
+            memory: memory.map(str::to_owned),
+            cpus: cpus.map(str::to_owned),
+            pids,
+        }
+    }
+
+    #[test]
+    fn no_limit_means_no_cgroup() {
+        assert!(prepare(&args(None, None, None), false).unwrap().is_none());
+    }
+
+    #[test]
+    fn bad_values_name_their_flag_before_anything_is_created() {
+        let e = prepare(&args(Some("12Q"), None, None), false).unwrap_err();
+        assert!(e.starts_with("--memory") && e.contains("12Q"), "{e}");
+        let e = prepare(&args(None, Some("1e3"), None), false).unwrap_err();
+        assert!(e.starts_with("--cpus"), "{e}");
+        let e = prepare(&args(None, None, Some(0)), false).unwrap_err();
+        assert!(e.contains("--pids"), "{e}");
+    }
+
+    #[test]
+    fn files_map_to_flags() {
+        assert_eq!(flag_for("memory.memsw.limit_in_bytes"), "--memory");
+        assert_eq!(flag_for("cpu_fraction"), "--cpus");
+        assert_eq!(flag_for("pids.max"), "--pids");
+    }
+}
