@@ -36,7 +36,7 @@ pub struct LockGuard {
 
 /// How long a loser keeps re-reading a record that is empty or half-written (the winner writes it
 /// right after winning).
-const RECORD_SETTLE: Duration = Duration::from_millis(200);
+const RECORD_SETTLE: Duration = Duration::from_millis(500);
 /// Polling interval bounds for [`LockFile::acquire_timeout`].
 const POLL_MIN: Duration = Duration::from_millis(1);
 const POLL_MAX: Duration = Duration::from_millis(20);
