@@ -572,3 +572,85 @@ fn limits_are_written_where_the_report_says() {
     group.teardown().expect("teardown");
     assert!(listing(prefix).is_empty(), "left: {:?}", listing(prefix));
 }
+
+/// Set in the child that plays the runner (this same test binary, re-executed).
+const RUNNER_ENV: &str = "CGROUP_LIMITS_TEST_RUNNER_PREFIX";
+
+/// The runner's side: create a group, run `sleep 60` in it, print `RUNNER <pid> <dirs>…`, and
+/// wait to be SIGKILLed.
+fn act_as_runner(prefix: &str) {
+    let limits = Limits::none().with_memory_max(64 << 20).with_pids_max(100);
+    let group = WorkloadCgroup::create(prefix, &limits, &Options::new()).expect("runner create");
+    let mut child = gated("exec sleep 60");
+    group.attach(child.id()).expect("runner attach");
+    release(&mut child);
+    let dirs: Vec<String> = group
+        .paths()
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    println!("RUNNER {} {}", child.id(), dirs.join(" "));
+    std::io::stdout().flush().expect("flush");
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn a_sigkilled_runners_groups_are_removed_at_the_next_start() {
+    if let Ok(prefix) = std::env::var(RUNNER_ENV) {
+        act_as_runner(&prefix);
+        return;
+    }
+    let _g = lock();
+    let Some(_setup) = writable_setup("SIGKILLed runner") else {
+        return;
+    };
+    let prefix = "cl-test-runner";
+    assert!(listing(prefix).is_empty());
+    let mut runner = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "a_sigkilled_runners_groups_are_removed_at_the_next_start",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(RUNNER_ENV, prefix)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn runner");
+    let stdout = std::io::BufReader::new(runner.stdout.take().expect("stdout"));
+    let line = std::io::BufRead::lines(stdout)
+        .map_while(Result::ok)
+        // libtest may print its own `test … ` on the same line first.
+        .find_map(|l| l.find("RUNNER ").map(|i| l[i..].to_owned()))
+        .expect("runner did not report its group");
+    let mut words = line.split_whitespace().skip(1);
+    let workload: u32 = words.next().and_then(|w| w.parse().ok()).expect("pid");
+    let dirs: Vec<PathBuf> = words.map(PathBuf::from).collect();
+    assert!(!dirs.is_empty(), "runner printed {line:?}");
+    runner.kill().expect("SIGKILL runner");
+    runner.wait().expect("reap runner");
+    // The runner could not tear down: its groups and its workload survive it.
+    assert!(dirs.iter().all(|d| d.exists()));
+    assert!(Path::new(&format!("/proc/{workload}")).exists());
+    // The next start removes them and kills the survivor.
+    let removed = cleanup_stale(prefix, &Options::new()).expect("cleanup");
+    assert_eq!(
+        removed.iter().collect::<BTreeSet<_>>(),
+        dirs.iter().collect::<BTreeSet<_>>()
+    );
+    let start = Instant::now();
+    loop {
+        let stat = read(format!("/proc/{workload}/stat").as_ref());
+        // Gone, or a zombie waiting for its new parent to reap it.
+        if stat.is_empty() || stat.contains(") Z ") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "survivor alive: {stat}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(listing(prefix).is_empty(), "left: {:?}", listing(prefix));
+}
