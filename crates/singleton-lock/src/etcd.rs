@@ -156,10 +156,17 @@ impl EtcdTls {
 /// ```
 pub struct EtcdLock {
     inner: Arc<Inner>,
+    runner: Arc<Runner>,
 }
 
-struct Inner {
+/// The background runtime. Kept apart from [`Inner`] so that tasks running on it never hold
+/// the last reference to it (a runtime must not be dropped from its own worker).
+struct Runner {
     rt: Option<Runtime>,
+}
+
+/// Connection and lock parameters, shared with the background tasks.
+struct Inner {
     client: Client,
     name: String,
     /// `<key_prefix>/<name>/`
@@ -170,7 +177,7 @@ struct Inner {
     endpoints_text: String,
 }
 
-impl Drop for Inner {
+impl Drop for Runner {
     fn drop(&mut self) {
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
@@ -193,6 +200,7 @@ impl fmt::Debug for EtcdLock {
 /// after its TTL and the next waiter gets the lock.
 pub struct EtcdGuard {
     inner: Arc<Inner>,
+    runner: Arc<Runner>,
     lease_id: i64,
     key: String,
     revision: i64,
@@ -291,7 +299,6 @@ impl EtcdLock {
         let prefix = format!("{}/{}/", cfg.key_prefix.trim_end_matches('/'), cfg.name);
         Ok(EtcdLock {
             inner: Arc::new(Inner {
-                rt: Some(rt),
                 client,
                 name: cfg.name,
                 prefix,
@@ -300,6 +307,7 @@ impl EtcdLock {
                 node,
                 endpoints_text,
             }),
+            runner: Arc::new(Runner { rt: Some(rt) }),
         })
     }
 
@@ -315,19 +323,27 @@ impl EtcdLock {
 
     /// Takes the lock if nobody holds it, else [`LockError::Held`] with the holder's record.
     pub fn try_acquire(&self) -> Result<EtcdGuard, LockError> {
-        self.run(acquire(self.inner.clone(), Mode::Try))
+        self.run(acquire(self.inner.clone(), self.runner.clone(), Mode::Try))
     }
 
     /// Waits (in line, first come first served) until the lock is ours.
     pub fn acquire(&self) -> Result<EtcdGuard, LockError> {
-        self.run(acquire(self.inner.clone(), Mode::Wait(None)))
+        self.run(acquire(
+            self.inner.clone(),
+            self.runner.clone(),
+            Mode::Wait(None),
+        ))
     }
 
     /// Waits up to `timeout` (on `CLOCK_BOOTTIME`), else [`LockError::Timeout`] naming the
     /// holder.
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<EtcdGuard, LockError> {
         let deadline = boottime().saturating_add(timeout);
-        self.run(acquire(self.inner.clone(), Mode::Wait(Some(deadline))))
+        self.run(acquire(
+            self.inner.clone(),
+            self.runner.clone(),
+            Mode::Wait(Some(deadline)),
+        ))
     }
 
     /// The current holder (the owner key's record), or `None` if the lock is free.
@@ -345,7 +361,7 @@ impl EtcdLock {
         if Self::in_async_context() {
             return Err(async_context_error());
         }
-        match &self.inner.rt {
+        match &self.runner.rt {
             Some(rt) => rt.block_on(fut),
             None => Err(async_context_error()),
         }
@@ -493,7 +509,11 @@ async fn revoke(inner: &Inner, lease_id: i64) -> Result<(), LockError> {
     }
 }
 
-async fn acquire(inner: Arc<Inner>, mode: Mode) -> Result<EtcdGuard, LockError> {
+async fn acquire(
+    inner: Arc<Inner>,
+    runner: Arc<Runner>,
+    mode: Mode,
+) -> Result<EtcdGuard, LockError> {
     let started = boottime();
     if let Mode::Try = mode {
         // Cheap refusal without creating a lease when someone clearly holds it.
@@ -526,6 +546,7 @@ async fn acquire(inner: Arc<Inner>, mode: Mode) -> Result<EtcdGuard, LockError> 
             ));
             Ok(EtcdGuard {
                 inner,
+                runner,
                 lease_id,
                 key,
                 revision,
@@ -891,6 +912,7 @@ impl EtcdGuard {
         self.lease_id = 0;
         EtcdLock {
             inner: inner.clone(),
+            runner: self.runner.clone(),
         }
         .run(async move { revoke(&inner, lease_id).await })
     }
@@ -910,7 +932,7 @@ impl Drop for EtcdGuard {
         }
         let inner = self.inner.clone();
         let lease_id = self.lease_id;
-        let Some(rt) = &self.inner.rt else { return };
+        let Some(rt) = &self.runner.rt else { return };
         if EtcdLock::in_async_context() {
             // Cannot block here: revoke in the background (the TTL is the backstop).
             rt.spawn(async move {
