@@ -486,6 +486,20 @@ pub fn check_builtin_payload(intent_id: &str, payload: &RawValue) -> Result<bool
     Ok(true)
 }
 
+/// [`check_builtin_payload`] for a payload given as JSON text (which must be an object).
+pub fn check_builtin_payload_json(intent_id: &str, payload_json: &str) -> Result<bool, Rejection> {
+    let raw: Box<RawValue> =
+        serde_json::from_str(payload_json).map_err(|e| crate::parse::ParseError::Json {
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        })?;
+    if !raw.get().starts_with('{') {
+        return Err(crate::parse::ParseError::PayloadNotObject.into());
+    }
+    check_builtin_payload(intent_id, &raw)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
