@@ -330,7 +330,8 @@ pub(crate) fn parse_mountinfo_cgroups(text: &str) -> Result<Vec<CgroupMountEntry
                 reason: "no ` - ` separator",
             });
         };
-        if sep < 6 || fields.len() < sep + 3 {
+        // The fs type, source and super options follow the separator.
+        if sep < 6 || fields.len() < sep + 4 {
             return Err(ParseError::BadLine {
                 line,
                 reason: "too few fields",
@@ -403,6 +404,16 @@ pub(crate) fn fuzz_all(text: &str) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn mountinfo_line_without_super_options_is_an_error_not_a_panic() {
+        // Found by the cgroup_files fuzz target: fs type and source, but no super options.
+        let text = "31 23 0:28 / /sys/fs/cgroup rw,relatime - cgroup cgroup";
+        assert!(matches!(
+            parse_mountinfo_cgroups(text),
+            Err(ParseError::BadLine { line: 1, .. })
+        ));
+    }
 
     #[test]
     fn real_v1_memory_oom_control() {
@@ -667,6 +678,18 @@ mod tests {
         fn pid_list_round_trip(pids in proptest::collection::vec(1u32..=4_194_304, 0..200)) {
             let text: String = pids.iter().map(|p| format!("{p}\n")).collect();
             prop_assert_eq!(parse_pid_list(&text).unwrap(), pids);
+        }
+
+        // Every split of fields around the ` - ` separator: an error or a parse, never a panic;
+        // a cgroup line needs 6 fields before and 3 after.
+        #[test]
+        fn mountinfo_any_field_count(before in 0usize..10, after in 0usize..6) {
+            let mut fields: Vec<String> = ["1", "2", "0:3", "/", "/sys/fs/cgroup/x", "rw", "shared:1", "x", "y", "z"]
+                .iter().take(before).map(|s| (*s).to_owned()).collect();
+            fields.push("-".to_owned());
+            fields.extend(["cgroup", "cgroup", "rw,memory", "extra", "more"].iter().take(after).map(|s| (*s).to_owned()));
+            let r = parse_mountinfo_cgroups(&fields.join(" "));
+            prop_assert_eq!(r.is_ok(), before >= 6 && after >= 3);
         }
 
         #[test]
