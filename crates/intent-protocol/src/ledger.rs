@@ -319,19 +319,34 @@ impl AuditLog {
 
     /// Appends one record in a single write, then fdatasyncs.
     pub fn append(&mut self, record: &AuditRecord) -> Result<(), AuditError> {
+        self.write(record)?;
+        self.sync()
+    }
+
+    /// Appends one record in a single write without syncing: call [`AuditLog::sync`] before
+    /// acting on it (the reactor batches refusals this way: many records, one fdatasync, then
+    /// the files are removed).
+    pub fn write(&mut self, record: &AuditRecord) -> Result<(), AuditError> {
         let mut line = serde_json::to_vec(record).map_err(|e| AuditError {
             path: self.path.clone(),
             op: "serialize",
             source: std::io::Error::other(e),
         })?;
         line.push(b'\n');
-        let err = |op, source| AuditError {
+        self.file.write_all(&line).map_err(|source| AuditError {
             path: self.path.clone(),
-            op,
+            op: "append",
             source,
-        };
-        self.file.write_all(&line).map_err(|e| err("append", e))?;
-        self.file.sync_data().map_err(|e| err("fdatasync", e))
+        })
+    }
+
+    /// fdatasyncs what was written.
+    pub fn sync(&mut self) -> Result<(), AuditError> {
+        self.file.sync_data().map_err(|source| AuditError {
+            path: self.path.clone(),
+            op: "fdatasync",
+            source,
+        })
     }
 }
 

@@ -237,6 +237,10 @@ pub struct Reactor<'r, R: Registry> {
     buckets: HashMap<&'static str, Bucket>,
     stats: Stats,
     quarantined: u64,
+    /// Handled entries whose audit records are written but not yet fdatasync'ed.
+    unsynced: Vec<CString>,
+    /// Whether any audit record is written but not yet fdatasync'ed.
+    dirty: bool,
 }
 
 impl<'r, R: Registry> std::fmt::Debug for Reactor<'r, R> {
@@ -307,6 +311,8 @@ impl<'r, R: Registry> Reactor<'r, R> {
             buckets: HashMap::new(),
             stats: Stats::default(),
             quarantined: 0,
+            unsynced: Vec::new(),
+            dirty: false,
         })
     }
 
@@ -560,7 +566,8 @@ impl<'r, R: Registry> Reactor<'r, R> {
                 Err(e) => {
                     // Cannot move it (e.g. a writer's directory we may not rename): refuse, audit.
                     self.stats.rejected += 1;
-                    self.audit.append(&record(
+                    self.dirty = true;
+                    self.audit.write(&record(
                         &original,
                         since,
                         "rejected",
@@ -639,6 +646,8 @@ impl<'r, R: Registry> Reactor<'r, R> {
                 Err(refusal) => self.refuse(&c, &refusal)?,
             }
         }
+        // Refusals of this batch: one fdatasync, then their files go.
+        self.flush()?;
         let mut valid = valid.into_iter();
         while let Some(v) = valid.next() {
             self.act(v)?;
@@ -671,14 +680,19 @@ impl<'r, R: Registry> Reactor<'r, R> {
 
     /// Commit nonces, audit "started", run, audit the outcome, then remove the files.
     fn act(&mut self, v: Valid<'r, R::Host>) -> Result<(), ReactorError> {
-        self.ledger
-            .commit(std::iter::once(&v.nonce).chain(v.followers.iter().map(|f| &f.nonce)))?;
         let action = v.prepared.description().to_owned();
         let mut started = record(&v.claimed.original, v.claimed.since, "started", None);
         started.intent_id = Some(v.intent_id.clone());
         started.nonce = Some(v.nonce.as_str().to_owned());
         started.action = Some(action.clone());
-        self.audit.append(&started)?;
+        // One durability barrier before the action: the ledger's fdatasync. The "started"
+        // record is written (not yet synced) first, so the same journal commit usually carries
+        // it; if a crash loses it anyway, the entry is still in the claim dir (it is removed only
+        // after the final record is synced) and the next start audits it as `interrupted`.
+        self.audit.write(&started)?;
+        self.dirty = true;
+        self.ledger
+            .commit(std::iter::once(&v.nonce).chain(v.followers.iter().map(|f| &f.nonce)))?;
         let report = v.prepared.execute(&self.host);
         let ok = report.succeeded();
         let mut done = started.clone();
@@ -700,13 +714,14 @@ impl<'r, R: Registry> Reactor<'r, R> {
             };
             done.detail = Some(status.to_string());
         }
-        self.audit.append(&done)?;
+        self.audit.write(&done)?;
+        self.dirty = true;
+        self.unsynced.push(v.claimed.name.clone());
         if ok {
             self.stats.executed += 1;
         } else {
             self.stats.failed += 1;
         }
-        self.remove(&v.claimed.name);
         for f in v.followers {
             let mut rec = done.clone();
             rec.time = rfc3339(SystemTime::now());
@@ -716,18 +731,32 @@ impl<'r, R: Registry> Reactor<'r, R> {
             rec.outcome = "coalesced";
             rec.coalesced_into = Some(v.claimed.original.clone());
             rec.duration_ms = millis(f.claimed.since);
-            self.audit.append(&rec)?;
+            self.audit.write(&rec)?;
             self.stats.coalesced += 1;
-            self.remove(&f.claimed.name);
+            self.unsynced.push(f.claimed.name.clone());
         }
+        self.flush()
+    }
+
+    /// Audits a refusal; the entry is removed by the next [`Self::flush`].
+    fn refuse(&mut self, c: &Claimed, refusal: &Refusal) -> Result<(), ReactorError> {
+        self.audit
+            .write(&record(&c.original, c.since, "rejected", Some(refusal)))?;
+        self.stats.rejected += 1;
+        self.dirty = true;
+        self.unsynced.push(c.name.clone());
         Ok(())
     }
 
-    fn refuse(&mut self, c: &Claimed, refusal: &Refusal) -> Result<(), ReactorError> {
-        self.audit
-            .append(&record(&c.original, c.since, "rejected", Some(refusal)))?;
-        self.stats.rejected += 1;
-        self.remove(&c.name);
+    /// One fdatasync for every record written since the last, then removes their entries.
+    fn flush(&mut self) -> Result<(), ReactorError> {
+        if self.dirty {
+            self.audit.sync()?;
+            self.dirty = false;
+        }
+        for name in std::mem::take(&mut self.unsynced) {
+            self.remove(&name);
+        }
         Ok(())
     }
 
