@@ -243,7 +243,8 @@ fn dies_with_its_parent() {
             .spawn()
             .expect("spawn");
         let deadline = Instant::now() + Duration::from_secs(5);
-        while processes_with(&marker).len() < 2 && Instant::now() < deadline {
+        // sandbox-run, its init and the program.
+        while processes_with(&marker).len() < 3 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
         // Kill sandbox-run itself (for Nobody, setpriv exec'd into it: same pid).

@@ -75,6 +75,9 @@ impl FromStr for Net {
 
 type Hook = Box<dyn FnOnce(u32) -> Result<(), String>>;
 
+/// How long `spawn` waits for the sandbox's set-up (mounts, rules) to report back.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Entry point: `Sandbox::builder(program)`.
 #[derive(Debug)]
 pub struct Sandbox;
@@ -310,8 +313,21 @@ impl SandboxBuilder {
             child.abort();
             return Err(Error::Supervise(e.into()));
         }
-        drop(sync_w);
+        // `sync_w` stays open until the child reported: its hang-up tells the child we died.
+        // Set-up is a few dozen syscalls; a child that says nothing for this long is stuck.
+        let ready = child
+            .status
+            .as_ref()
+            .map(|fd| sys::poll_readable(fd.as_raw_fd(), Some(SETUP_TIMEOUT)));
+        if let Some(Ok(false)) | Some(Err(_)) = ready {
+            child.abort();
+            return Err(Error::Supervise(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the sandbox did not finish its set-up within {SETUP_TIMEOUT:?}"),
+            )));
+        }
         let first = child.read_status();
+        drop(sync_w);
         match first {
             Ok(Some((sys::MSG_STARTED, _, _))) => Ok(child),
             Ok(Some((sys::MSG_SETUP_FAILED, stepid, errno))) => {

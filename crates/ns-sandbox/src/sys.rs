@@ -10,7 +10,9 @@
 //! - never allocates, never takes a lock, never touches `std::fs`/`std::io` buffered types: every
 //!   path, argument vector, mount list, the seccomp BPF program and the Landlock rules are built
 //!   by the parent **before** `clone` ([`ChildPlan`]) and only read here;
-//! - calls raw syscalls (through `libc`) that are async-signal-safe;
+//! - calls raw syscalls (through `libc`) that are async-signal-safe; the set*id family goes
+//!   through `syscall(2)` directly, because glibc's wrappers would try to synchronise the
+//!   parent's other threads (which do not exist in the child) and wait forever;
 //! - forks its own child with the raw `clone` syscall (not glibc's `fork`, which would run
 //!   `pthread_atfork` handlers and take malloc's locks);
 //! - ends with `execve` or `_exit`, never by returning into the caller's code.
@@ -278,22 +280,42 @@ fn child_init(plan: &ChildPlan) -> ! {
         // The parent gave up (or died): run nothing.
         exit(125);
     }
-    // SAFETY: closing an fd this process owns and no longer uses.
-    unsafe { libc::close(plan.sync_read) };
 
     // Identity: become uid/gid 0 inside (the mapped host ids outside).
+    // Raw syscalls, not glibc's wrappers: in a child of a multi-threaded parent, glibc's
+    // set*id wrappers try to apply the change to the parent's other threads too (they do not
+    // exist here) and wait for them forever.
     if plan.clear_groups {
         // SAFETY: an empty group list; the pointer is not read when the size is 0.
-        check(
-            unsafe { libc::setgroups(0, ptr::null()) },
-            st,
-            step::CLEAR_GROUPS,
-        );
+        let r = unsafe { libc::syscall(libc::SYS_setgroups, 0usize, ptr::null::<libc::gid_t>()) };
+        check(r as c_int, st, step::CLEAR_GROUPS);
     }
     // SAFETY: plain integer arguments.
-    check(unsafe { libc::setresgid(0, 0, 0) }, st, step::SETGID);
+    let r = unsafe { libc::syscall(libc::SYS_setresgid, 0u32, 0u32, 0u32) };
+    check(r as c_int, st, step::SETGID);
     // SAFETY: plain integer arguments.
-    check(unsafe { libc::setresuid(0, 0, 0) }, st, step::SETUID);
+    let r = unsafe { libc::syscall(libc::SYS_setresuid, 0u32, 0u32, 0u32) };
+    check(r as c_int, st, step::SETUID);
+    // The kernel clears the parent-death signal when the effective ids change: arm it again,
+    // then make sure the parent did not die in between (it holds the sync pipe's write end
+    // until we report back, so a hang-up means it is gone).
+    check(
+        prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as c_ulong),
+        st,
+        step::PDEATHSIG,
+    );
+    let mut p = libc::pollfd {
+        fd: plan.sync_read,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one live pollfd, no waiting.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    if r < 0 || p.revents & libc::POLLHUP != 0 {
+        exit(125);
+    }
+    // SAFETY: closing an fd this process owns and no longer uses.
+    unsafe { libc::close(plan.sync_read) };
     // Not dumpable from here on: the program (same uid) must not reach our /proc/1/exe or
     // memory (CVE-2019-5736); our mm also belongs to the host user namespace. Not earlier: an
     // unprivileged parent must still be able to open our /proc/PID/uid_map.
