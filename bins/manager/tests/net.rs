@@ -747,3 +747,47 @@ fn real_net_up_without_control_fails_in_time_leaves_daemon_and_proxy_then_down()
     assert!(text(&down.stdout).contains(&format!("stopped tailscaled (pid {pid})")));
     assert!(!pid_alive(pid));
 }
+
+#[test]
+fn sim_containerboot_environment_alone_configures_net_up_and_json_reports_it() {
+    let env = Env::new(control(serde_json::json!({"tskey-env": "valid"})));
+    let key_file = env.dir.path().join("authkey");
+    fs::write(&key_file, "tskey-env\n").unwrap();
+    let out = Command::new(MANAGER)
+        .arg("--lock-file")
+        .arg(env.dir.path().join("manager.lock"))
+        .args(["--json", "net", "up", "--timeout", "5s"])
+        .arg("--tailscale")
+        .arg(env.bin.join("tailscale"))
+        .arg("--tailscaled")
+        .arg(env.bin.join("tailscaled"))
+        .env("TAILNET_SIM_CONTROL", env.dir.path().join("control.json"))
+        .env("TS_AUTHKEY", format!("file:{}", key_file.display()))
+        .env("TS_STATE_DIR", &env.state)
+        .env("TS_SOCKS5_SERVER", format!("127.0.0.1:{}", env.port))
+        .env("TS_HOSTNAME", "envbox")
+        .env("TS_EXTRA_ARGS", "--accept-dns=false")
+        .env("TS_USERSPACE", "true")
+        .env_remove("TS_AUTH_KEY")
+        .env_remove("TS_SOCKET")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["daemon"]["started"], true);
+    assert_eq!(json["up"]["attempts"], 1);
+    assert_eq!(json["up"]["status"]["backend_state"], "Running");
+    assert_eq!(json["up"]["status"]["self_node"]["host_name"], "envbox");
+    assert!(
+        env.state.join("tailscaled.sock").exists(),
+        "TS_STATE_DIR was used"
+    );
+
+    let refused = Command::new(MANAGER)
+        .args(["net", "up"])
+        .env("TS_USERSPACE", "false")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(text(&refused.stderr).contains("only userspace networking"));
+}
