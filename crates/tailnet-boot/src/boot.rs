@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::cli::{KeyPatterns, UpEvents, UpOutcome, UpRun, query_status, run_up};
+use crate::cli::{KeyPatterns, UpEvents, UpOutcome, UpRun, query_status, run_up, tailscale_down};
 use crate::error::{BootError, KeyFailure, UpError};
 use crate::status::{BackendState, TailnetStatus};
 
@@ -189,6 +189,18 @@ pub fn tailscale_up_once(
     Ok(run_up(&run, &config.key_patterns, events)?.outcome)
 }
 
+/// After a refused key the daemon keeps retrying it in the background (containerboot stops that
+/// through the LocalAPI before trying another key). `tailscale down` does the same through the
+/// CLI: it only clears `WantRunning`, and only on a node that is still `NeedsLogin` (no login to
+/// lose); the next `up` sets it again. Best effort: a failure here changes nothing else.
+fn stop_background_retries(config: &UpConfig) {
+    let needs_login = query_status(&config.tailscale, &config.socket, config.status_timeout)
+        .is_ok_and(|s| s.backend_state == BackendState::NeedsLogin);
+    if needs_login {
+        let _ = tailscale_down(&config.tailscale, &config.socket, config.status_timeout);
+    }
+}
+
 /// Polls `status --json` until the daemon has left `NoState` (it just started) or the bound.
 pub fn settled_status(config: &UpConfig) -> Result<TailnetStatus, BootError> {
     let start = Instant::now();
@@ -213,7 +225,8 @@ pub fn settled_status(config: &UpConfig) -> Result<TailnetStatus, BootError> {
 /// - `NeedsMachineAuth`: fails; an admin must approve the node.
 ///
 /// A rejected key (see [`KeyPatterns`]) asks the provider for another, after a back-off, up to
-/// `max_attempts` runs. Every failure reports the state the daemon was left in.
+/// `max_attempts` runs; in between, `tailscale down` stops the daemon's background retries of the
+/// refused key (only while the node is still `NeedsLogin`). Every failure reports the state the daemon was left in.
 pub fn bring_up(
     config: &UpConfig,
     mut provider: Option<&mut dyn AuthKeyProvider>,
@@ -330,6 +343,7 @@ pub fn bring_up(
                     kind,
                     message,
                 };
+                stop_background_retries(config);
                 if attempts >= config.max_attempts {
                     events.key_rejected(&failure, None);
                     return Err(fail(

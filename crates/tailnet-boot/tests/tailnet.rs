@@ -604,6 +604,12 @@ fn sim_two_invalid_keys_then_a_good_one_takes_three_attempts() {
     assert_eq!(report.rejected.len(), 2);
     assert_eq!(events.rejected.len(), 2);
     assert!(events.rejected.iter().all(|(_, retry)| retry.is_some()));
+    let log = fs::read_to_string(sim.daemon.log_path()).unwrap();
+    assert_eq!(
+        log.matches("localapi: down").count(),
+        2,
+        "background retries of each refused key were stopped: {log}"
+    );
     assert_eq!(report.status.backend_state, BackendState::Running);
 }
 
