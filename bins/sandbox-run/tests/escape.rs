@@ -980,3 +980,27 @@ fn signals_to_sandbox_run_reach_the_program() {
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status:?}");
 }
+
+#[test]
+fn minimal_profile_binds_only_the_libraries_and_the_program() {
+    // The shell itself is bound, the rest of /usr/bin is not.
+    let o = run(
+        Who::Caller,
+        &["--profile", "minimal", "--", "/bin/sh", "-c", "ls /"],
+    );
+    assert_eq!(code(&o), 127, "{}", stderr(&o));
+    if have_python() {
+        // Looked up by name in PATH; the python3 -> python3.11 symlink is resolved.
+        let o = run(
+            Who::Caller,
+            &[
+                "--",
+                "python3",
+                "-c",
+                "import sys; print(sys.version_info[0])",
+            ],
+        );
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        assert_eq!(stdout(&o).trim(), "3");
+    }
+}

@@ -387,18 +387,23 @@ pub(crate) fn prepare(b: &SandboxBuilder) -> Result<Prepared, Error> {
             ino,
         });
     }
-    // The program's own file, when no bind already brings it (minimal profile).
+    // The program's own file, when no bind already brings it (minimal profile). It is bound
+    // under its name as looked up (directories resolved, so `/bin/true` lands in `/usr/bin`
+    // behind the `/bin` symlink), from the file it finally points to (`python3` → `python3.11`).
     if let Some(host) = candidates.iter().find(|c| c.is_file())
         && let Ok(canon) = std::fs::canonicalize(host)
+        && let (Some(parent), Some(name)) = (host.parent(), host.file_name())
+        && let Ok(dir) = std::fs::canonicalize(parent)
     {
+        let dest = dir.join(name);
         let covered = binds
             .iter()
-            .any(|bd| bd.dest == bd.source && canon.starts_with(&bd.dest));
-        if !covered && check_dest(&canon).is_ok() {
+            .any(|bd| bd.dest == bd.source && dest.starts_with(&bd.dest));
+        if !covered && check_dest(&dest).is_ok() {
             let (fd, is_dir, dev, ino) = open_path(&canon, "program")?;
             binds.push(Bind {
-                source: canon.clone(),
-                dest: canon,
+                source: canon,
+                dest,
                 fd,
                 is_dir,
                 kind: BindKind::ReadOnly,
@@ -787,7 +792,7 @@ pub(crate) fn prepare(b: &SandboxBuilder) -> Result<Prepared, Error> {
         landlock_rules,
         seccomp: seccomp_prog,
         rlimits,
-        last_cap: 63,
+        last_cap: last_cap(),
         exec_candidates,
         argv,
         envp,
@@ -928,4 +933,13 @@ pub(crate) fn step_error(prep: &Prepared, stepid: u32, errno: i32) -> Error {
         source,
         cause,
     }
+}
+
+/// The highest capability number the kernel knows (the bounding-set loop stops there).
+fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|&n: &u32| n < 64)
+        .unwrap_or(63)
 }
