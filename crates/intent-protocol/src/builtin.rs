@@ -660,4 +660,26 @@ mod tests {
             Ok(false)
         ));
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn only_allow_listed_grammatical_units_are_ever_prepared(unit in "\\PC{0,40}", key in "[a-z_]{1,8}") {
+                let unit_json = serde_json::to_string(&unit).expect("json string");
+                for payload in [format!(r#"{{"unit":{unit_json}}}"#), format!(r#"{{"{key}":{unit_json}}}"#)] {
+                    if let Ok(action) = prepare(&env("INTENT_RESTART_UNIT", &payload)) {
+                        prop_assert_eq!(action, "restart web.service");
+                    }
+                }
+            }
+
+            #[test]
+            fn arbitrary_payloads_never_panic(payload in r#"\{[\[\]{}",:a-z_0-9. \\-]{0,60}\}"#, id in prop::sample::select(BUILTIN.ids())) {
+                let _ = prepare(&env(id, &payload));
+            }
+        }
+    }
 }

@@ -456,4 +456,32 @@ mod tests {
         let long = format!("{}.intent.json", "a".repeat(250));
         assert_eq!(classify_entry_name(long.as_bytes()), EntryName::Foreign);
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn accepted_unit_names_are_safe_as_arguments(s in "\\PC{0,80}") {
+                if let Ok(u) = UnitName::new(&s) {
+                    prop_assert!(!u.as_str().starts_with('-'));
+                    prop_assert!(u.as_str().len() <= MAX_UNIT_NAME_LEN);
+                    prop_assert!(u.as_str().bytes().all(|b| b.is_ascii_alphanumeric() || b":_.\\-@".contains(&b)));
+                    prop_assert!(UNIT_TYPES.contains(&u.unit_type()));
+                }
+            }
+
+            #[test]
+            fn grammatical_unit_names_are_accepted(p in "[A-Za-z0-9:_.][A-Za-z0-9:_.-]{0,30}", i in proptest::option::of("[A-Za-z0-9:_.@-]{1,20}"), t in prop::sample::select(UNIT_TYPES)) {
+                let name = match i { Some(i) => format!("{p}@{i}.{t}"), None => format!("{p}.{t}") };
+                prop_assert!(UnitName::new(&name).is_ok(), "{}", name);
+            }
+
+            #[test]
+            fn entry_name_classification_never_panics(name in proptest::collection::vec(any::<u8>(), 0..300)) {
+                let _ = classify_entry_name(&name);
+            }
+        }
+    }
 }

@@ -381,6 +381,7 @@ impl<'r, R: Registry> Reactor<'r, R> {
         use rustix::fs::inotify::{ReadFlags, Reader};
         let limit = self.cfg.batch_max.max(1) * 8;
         let mut names: Vec<CString> = Vec::new();
+        let mut seen: HashSet<CString> = HashSet::new();
         let mut rescan = false;
         let mut reader = Reader::new(&self.inotify, buf);
         loop {
@@ -428,7 +429,7 @@ impl<'r, R: Registry> Reactor<'r, R> {
                 rescan = true;
                 continue;
             }
-            if !names.iter().any(|n| n.as_c_str() == name) {
+            if seen.insert(name.to_owned()) {
                 names.push(name.to_owned());
             }
         }
@@ -648,16 +649,15 @@ impl<'r, R: Registry> Reactor<'r, R> {
         }
         // Refusals of this batch: one fdatasync, then their files go.
         self.flush()?;
-        let mut valid = valid.into_iter();
-        while let Some(v) = valid.next() {
-            self.act(v)?;
+        for v in valid {
+            // Before each action, and once after the batch: a stop request leaves the rest
+            // claimed (nonces not committed), handled at the next start.
             if stop.is_some_and(StopSignal::requested) {
-                // The rest stay claimed (nonces not committed) and are handled at the next start.
-                drop(valid);
                 return Ok(false);
             }
+            self.act(v)?;
         }
-        Ok(true)
+        Ok(!stop.is_some_and(StopSignal::requested))
     }
 
     fn take_token(&mut self, id: &'static str) -> bool {
