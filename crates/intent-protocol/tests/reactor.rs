@@ -332,16 +332,20 @@ fn queue_overflow_triggers_a_rescan_that_handles_everything() {
     std::fs::write(&gate, "").expect("open the gate");
     let deadline = Instant::now() + Duration::from_secs(100);
     loop {
-        let left = std::fs::read_dir(&d.intents)
-            .expect("read_dir")
-            .filter(|e| {
-                !e.as_ref()
-                    .expect("entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with('.')
-            })
-            .count();
+        // Both the shared dir and the claim dir must be empty: a claimed entry is not done.
+        let visible = |dir: &Path| {
+            std::fs::read_dir(dir)
+                .expect("read_dir")
+                .filter(|e| {
+                    !e.as_ref()
+                        .expect("entry")
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with('.')
+                })
+                .count()
+        };
+        let left = visible(&d.intents) + visible(&d.intents.join(CLAIM_DIR));
         if left == 0 {
             break;
         }
