@@ -226,7 +226,8 @@ pub fn settled_status(config: &UpConfig) -> Result<TailnetStatus, BootError> {
 ///
 /// A rejected key (see [`KeyPatterns`]) asks the provider for another, after a back-off, up to
 /// `max_attempts` runs; in between, `tailscale down` stops the daemon's background retries of the
-/// refused key (only while the node is still `NeedsLogin`). Every failure reports the state the daemon was left in.
+/// refused key (only while the node is still `NeedsLogin`). Every failure reports the state the
+/// daemon was left in.
 pub fn bring_up(
     config: &UpConfig,
     mut provider: Option<&mut dyn AuthKeyProvider>,

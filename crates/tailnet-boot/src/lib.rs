@@ -14,6 +14,8 @@
 //!   re-login. The key itself never reaches argv or environ, only a file path (a FIFO).
 //! - [`query_status`] / [`parse_status`]: typed, size-bounded `tailscale status --json`.
 //! - [`proxy_env`], [`ssh_config`], [`ansible_ssh_common_args`]: settings for other tools.
+//! - [`socks5_connect`]: a SOCKS5 CONNECT client, for an ssh `ProxyCommand` that needs no netcat.
+//! - [`stop_daemon`] / [`tailscale_down`]: stop the daemon this crate started / disconnect.
 //!
 //! ```
 //! use tailnet_boot::{DaemonConfig, ProxyAddr, ProxyTool, UpConfig, ssh_config};

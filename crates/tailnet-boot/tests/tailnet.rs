@@ -314,7 +314,8 @@ fn real_daemon_starts_detached_is_reused_and_stops() {
     let pid = replaced.pid.unwrap();
 
     let up = real_up_config(&config.socket);
-    let status = query_status(&up.tailscale, &config.socket, up.status_timeout).unwrap();
+    // Right after start the daemon may still say NoState: wait for it to settle, as bring_up does.
+    let status = settled_status(&up).unwrap();
     assert_eq!(status.backend_state, BackendState::NeedsLogin);
     assert!(status.version.starts_with("1.96.4"), "{}", status.version);
     assert!(status.tailscale_ips.is_empty());
