@@ -396,6 +396,9 @@ fn usage(message: impl std::fmt::Display) -> ExitCode {
 
 fn run_up(globals: &crate::Globals, args: UpArgs) -> ExitCode {
     // 1. Everything that can be checked without side effects: exit 2.
+    if args.timeout.is_zero() {
+        return usage("--timeout 0s: tailscale up would wait forever; give a bound");
+    }
     if let Ok(Some(false)) = env_bool("TS_USERSPACE") {
         return usage("TS_USERSPACE=false: only userspace networking is supported");
     }

@@ -251,6 +251,19 @@ pub fn bring_up(
             daemon_state: None,
         });
     }
+    if config.timeout.is_zero() {
+        // `tailscale up --timeout=0s` waits forever: never.
+        let cause = BootError::InvalidValue {
+            what: "up timeout",
+            value: "0s".to_owned(),
+            why: "tailscale up would wait forever",
+        };
+        return Err(UpError {
+            cause: Box::new(cause),
+            attempts,
+            daemon_state: None,
+        });
+    }
     if config.max_attempts == 0 {
         let cause = BootError::InvalidValue {
             what: "max attempts",
@@ -414,6 +427,41 @@ mod tests {
         assert_eq!(b.delay(4), Duration::from_millis(800));
         assert_eq!(b.delay(5), Duration::from_secs(1));
         assert_eq!(b.delay(u32::MAX), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn zero_timeout_and_zero_attempts_are_refused_before_running_anything() {
+        struct Never;
+        impl AuthKeyProvider for Never {
+            fn next_key_file(
+                &mut self,
+                _: u32,
+                _: Option<&KeyFailure>,
+            ) -> Result<AuthKeyFile, Box<dyn std::error::Error + Send + Sync>> {
+                panic!("no key may be asked for")
+            }
+        }
+        let mut config = UpConfig::new("/nonexistent/tailscale", "/nonexistent.sock");
+        config.timeout = Duration::ZERO;
+        let err = bring_up(&config, Some(&mut Never), &mut crate::NoEvents).unwrap_err();
+        assert!(matches!(
+            *err.cause,
+            BootError::InvalidValue {
+                what: "up timeout",
+                ..
+            }
+        ));
+        config.timeout = Duration::from_secs(1);
+        config.max_attempts = 0;
+        let err = bring_up(&config, Some(&mut Never), &mut crate::NoEvents).unwrap_err();
+        assert!(matches!(
+            *err.cause,
+            BootError::InvalidValue {
+                what: "max attempts",
+                ..
+            }
+        ));
+        assert_eq!(err.attempts, 0);
     }
 
     #[test]
