@@ -822,3 +822,63 @@ fn check_schema_and_units() {
         String::from_utf8_lossy(&verify.stderr)
     );
 }
+
+#[test]
+fn sigkill_at_random_points_never_loses_or_repeats_an_intent() {
+    let mut w = World::new(false, "");
+    let mut files = Vec::new();
+    let mut seed = u64::from(std::process::id()) ^ 0x9e37_79b9_7f4a_7c15;
+    for round in 0..8 {
+        w.start();
+        for i in 0..5 {
+            let target = if (round + i) % 2 == 0 {
+                "voice.target"
+            } else {
+                "vision.target"
+            };
+            files.push(w.intent(
+                "INTENT_SWITCH_TARGET",
+                &format!(r#"{{"target":"{target}"}}"#),
+            ));
+        }
+        // xorshift: a different kill point every round (0..120 ms after the writes).
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(seed % 120));
+        w.signal(rustix::process::Signal::KILL);
+        assert_eq!(w.wait_exit(), None);
+    }
+    w.start();
+    let outcomes = w.outcomes(&files);
+    let audit = w.audit();
+    let mut started_per_nonce = std::collections::HashMap::new();
+    for line in audit.iter().filter(|l| l.outcome == "started") {
+        *started_per_nonce.entry(line.nonce.clone()).or_insert(0) += 1;
+    }
+    assert!(
+        started_per_nonce.values().all(|n| *n == 1),
+        "an intent started twice: {started_per_nonce:?}"
+    );
+    for (file, line) in &outcomes {
+        assert!(
+            line.outcome == "executed"
+                || (line.outcome == "rejected"
+                    && matches!(line.reason.as_deref(), Some("interrupted" | "rate_limited"))),
+            "{file}: {line:?}"
+        );
+    }
+    // Every stand-in run belongs to a distinct started intent (2 commands per switch).
+    std::thread::sleep(Duration::from_millis(300));
+    let runs = w.calls().len() / 2;
+    assert!(
+        runs <= 2 * started_per_nonce.len(),
+        "{runs} runs for {} started",
+        started_per_nonce.len()
+    );
+    assert!(
+        w.left_in_intent_dir().is_empty(),
+        "{:?}",
+        w.left_in_intent_dir()
+    );
+}

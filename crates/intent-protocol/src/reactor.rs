@@ -24,6 +24,8 @@ use crate::registry::{ActionStatus, Prepared, Registry, check_registry};
 pub const CLAIM_DIR: &str = ".host-reactor-claimed";
 const QUARANTINE_DIR: &str = ".quarantine";
 const LOCK_FILE: &str = "reactor.lock";
+/// How long `open` waits for the state dir's lock before reporting [`ReactorError::Busy`].
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// A token bucket per intent id: `burst` at once, then one more every `60 / per_minute` s.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -291,8 +293,17 @@ impl<'r, R: Registry> Reactor<'r, R> {
             Mode::from_raw_mode(0o600),
         )
         .map_err(setup("lock file", &lock_path))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-            .map_err(|_| ReactorError::Busy { path: lock_path })?;
+        // A reactor that was just killed may still have its lock held for a moment by a child
+        // between fork and exec (the fd is close-on-exec): retry briefly before giving up.
+        let deadline = Instant::now() + LOCK_WAIT;
+        while let Err(e) =
+            rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        {
+            if e != Errno::WOULDBLOCK || Instant::now() >= deadline {
+                return Err(ReactorError::Busy { path: lock_path });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let ledger = NonceLedger::open(&state_dir, &cfg.state_dir, cfg.ledger_capacity)?;
         let audit = AuditLog::open(&cfg.audit_log)?;
         let intent_dir = open_dir(&cfg.intent_dir, "intent dir")?;
