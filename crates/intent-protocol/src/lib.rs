@@ -130,3 +130,8 @@ pub use registry::{
     prepare,
 };
 pub use writer::{IntentWriter, SentIntent, WriteError};
+
+/// The README's examples, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
