@@ -624,6 +624,30 @@ fn sim_ssh_config_proxy_command_reaches_a_loopback_service() {
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     ssh_config_checks(&format!("127.0.0.1:{}", env.port), echo_server());
+
+    // `net connect` by host name, and a clear error for a closed port.
+    let socks = format!("127.0.0.1:{}", env.port);
+    let echo = echo_server();
+    let by_name = format!("{MANAGER} net connect --socks5 {socks} localhost %p");
+    assert_eq!(through_proxy_command(&by_name, echo), "hello proxy\n");
+    let closed = Command::new(MANAGER)
+        .args([
+            "net",
+            "connect",
+            "--socks5",
+            &socks,
+            "127.0.0.1",
+            &free_port().to_string(),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(closed.status.code(), Some(1));
+    assert!(
+        text(&closed.stderr).contains("connection refused"),
+        "{}",
+        text(&closed.stderr)
+    );
 }
 
 // ------------------------------------------------------------------ real Tailscale
