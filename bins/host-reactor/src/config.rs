@@ -190,12 +190,8 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         .as_deref()
         .map(|v| unit("vessel_unit".to_owned(), v))
         .transpose()?;
-    let systemctl = Systemctl::new(&raw.systemctl, raw.user_mode).map_err(|p| {
-        err(
-            Some("systemctl"),
-            format!("{} is not absolute", p.display()),
-        )
-    })?;
+    let systemctl = Systemctl::new(&raw.systemctl, raw.user_mode)
+        .map_err(|e| err(Some("systemctl"), e.to_string()))?;
     let path = std::path::absolute(path).map_err(|e| err(None, e.to_string()))?;
     Ok(Loaded {
         host: SystemdHost {

@@ -13,6 +13,11 @@ use crate::registry::{ActionReport, ActionStatus, Intent, Rejection};
 /// How long one systemctl call may take before it is killed.
 pub const DEFAULT_SYSTEMCTL_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// A program path that is not absolute (it would be looked up in `PATH`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} is not an absolute path", .0.display())]
+pub struct NotAbsolute(pub PathBuf);
+
 /// Runs systemctl by absolute path with a fixed argv: no shell, a cleared environment, stdin,
 /// stdout and stderr on `/dev/null`, its own process group, and a timeout (then SIGKILL).
 #[derive(Debug, Clone)]
@@ -24,10 +29,10 @@ pub struct Systemctl {
 
 impl Systemctl {
     /// `path` must be absolute (no `PATH` lookup ever happens). `user_mode` adds `--user`.
-    pub fn new(path: impl Into<PathBuf>, user_mode: bool) -> Result<Self, PathBuf> {
+    pub fn new(path: impl Into<PathBuf>, user_mode: bool) -> Result<Self, NotAbsolute> {
         let path = path.into();
         if !path.is_absolute() {
-            return Err(path);
+            return Err(NotAbsolute(path));
         }
         Ok(Self {
             path,
@@ -478,9 +483,9 @@ pub fn check_builtin_payload(intent_id: &str, payload: &RawValue) -> Result<bool
             SwapCoven::ID,
             &parse::<CovenPayload>(SwapCoven::ID, payload)?.target_coven,
         )?,
-        DaemonReload::ID | RestartVessel::ID | ReloadRunes::ID => {
-            parse::<EmptyPayload>(DaemonReload::ID, payload).map(drop)?;
-        }
+        DaemonReload::ID => parse::<EmptyPayload>(DaemonReload::ID, payload).map(drop)?,
+        RestartVessel::ID => parse::<EmptyPayload>(RestartVessel::ID, payload).map(drop)?,
+        ReloadRunes::ID => parse::<EmptyPayload>(ReloadRunes::ID, payload).map(drop)?,
         _ => return Ok(false),
     }
     Ok(true)

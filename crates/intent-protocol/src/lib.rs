@@ -114,7 +114,7 @@ mod reactor;
 mod registry;
 mod writer;
 
-pub use builtin::{BUILTIN, Builtin, Systemctl, SystemdHost};
+pub use builtin::{BUILTIN, Builtin, NotAbsolute, Systemctl, SystemdHost};
 pub use ledger::{
     AuditCommand, AuditError, AuditLog, AuditRecord, DEFAULT_LEDGER_CAPACITY, LedgerError,
     NonceLedger, rfc3339,
