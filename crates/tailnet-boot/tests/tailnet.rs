@@ -365,7 +365,13 @@ fn real_up_with_unreachable_control_ends_within_timeout_and_daemon_stays() {
     );
     assert!(events.lines.iter().any(|l| l.contains(UP_TIMEOUT_TEXT)));
     assert!(socket_is_live(&config.socket), "the daemon keeps running");
+    // The real daemon got the key (and keeps it for its retries): not in its state or log files.
+    assert!(
+        files_containing(&config.state_dir, b"kNOTREAL").is_empty(),
+        "key written under the state dir"
+    );
     stop_daemon(&dir.path().join("state"), Duration::from_secs(5)).unwrap();
+    assert!(files_containing(&config.state_dir, b"kNOTREAL").is_empty());
 }
 
 #[test]
