@@ -25,8 +25,7 @@ fuzz_target!(|data: &[u8]| {
     // A parsed envelope always has a valid id and nonce, and an object payload.
     assert!(file.intent_id().as_str().starts_with("INTENT_"));
     assert!(file.payload().get().starts_with('{'));
-    let _ =
-        intent_protocol::builtin::check_builtin_payload(file.intent_id().as_str(), file.payload());
+    let _ = intent_protocol::check_builtin_payload(file.intent_id().as_str(), file.payload());
     if let Ok(prepared) = BUILTIN.prepare(&file, host()) {
         assert!(!prepared.description().is_empty());
     }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use intent_protocol::builtin::EmptyPayload as Empty;
+use intent_protocol::EmptyPayload as Empty;
 use intent_protocol::{
     ActionReport, BUILTIN, Intent, RateLimit, Reactor, ReactorConfig, Rejection, StopSignal,
     Systemctl, SystemdHost, UnitName,

@@ -61,7 +61,7 @@ fn send(
     max_bytes: usize,
 ) -> ExitCode {
     use crate::exit::{ERROR, USAGE, fail};
-    if let Err(e) = intent_protocol::builtin::check_builtin_payload_json(intent_id, payload) {
+    if let Err(e) = intent_protocol::check_builtin_payload_json(intent_id, payload) {
         return fail(USAGE, format!("intent send: {e}"));
     }
     let writer = match IntentWriter::open(dir) {

@@ -18,7 +18,9 @@
 //! - [`Intent`] and [`Registry`]: intents as Rust types, a registry fixed at compile time.
 //! - [`IntentWriter`]: the atomic writer (hidden temp file, fsync, rename, fsync dir).
 //! - [`Reactor`]: the engine, with [`NonceLedger`] (replay) and [`AuditLog`].
-//! - [`builtin`]: the systemd intents and the LychD-compatible set, with [`Systemctl`].
+//! - [`BUILTIN`]: the systemd intents ([`RestartUnit`], [`SwitchTarget`], [`DaemonReload`]) and
+//!   the LychD-compatible set ([`RestartVessel`], [`SwapCoven`], [`ReloadRunes`]), acting on a
+//!   [`SystemdHost`] through [`Systemctl`].
 //!
 //! # Defining your own registry (the LychD example)
 //!
@@ -106,7 +108,7 @@
 //! [`RateLimit`]; excess intents are refused and audited, never queued.
 #![forbid(unsafe_code)]
 
-pub mod builtin;
+mod builtin;
 mod ledger;
 mod name;
 mod parse;
@@ -114,7 +116,11 @@ mod reactor;
 mod registry;
 mod writer;
 
-pub use builtin::{BUILTIN, Builtin, NotAbsolute, Systemctl, SystemdHost};
+pub use builtin::{
+    BUILTIN, Builtin, CovenPayload, DEFAULT_SYSTEMCTL_TIMEOUT, DaemonReload, EmptyPayload,
+    NotAbsolute, ReloadRunes, RestartUnit, RestartVessel, SwapCoven, SwitchTarget, Systemctl,
+    SystemdHost, TargetPayload, UnitPayload, check_builtin_payload, check_builtin_payload_json,
+};
 pub use ledger::{
     AuditCommand, AuditError, AuditLog, AuditRecord, DEFAULT_LEDGER_CAPACITY, LedgerError,
     NonceLedger, rfc3339,
