@@ -347,9 +347,16 @@ fn scan_proc_for(needle: &[u8], skip: u32, skip_cmdline: &[u8]) -> Vec<String> {
         if cmdline == skip_cmdline {
             continue;
         }
+        let holds = |file: &str| {
+            fs::read(entry.path().join(file))
+                .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+        };
         for file in ["cmdline", "environ"] {
-            if let Ok(bytes) = fs::read(entry.path().join(file))
-                && bytes.windows(needle.len()).any(|w| w == needle)
+            // A hit must hold on a second look, by a process that is not (now) a copy of the
+            // manager: a fork caught in the middle of its exec shows neither image reliably.
+            if holds(file)
+                && holds(file)
+                && fs::read(entry.path().join("cmdline")).is_ok_and(|c| c != skip_cmdline)
             {
                 hits.push(format!(
                     "/proc/{name}/{file} ({})",
@@ -389,23 +396,42 @@ fn sim_containerboot_ts_authkey_never_reaches_a_child_argv_environ_or_disk() {
         .stderr(Stdio::piped());
     let child = cmd.spawn().unwrap();
     let manager_pid = child.id();
-    let manager_cmdline = fs::read(format!("/proc/{manager_pid}/cmdline")).unwrap();
+    // spawn() returns once exec has closed the CLOEXEC pipe, a moment before the kernel has set
+    // up the new argv: wait until /proc shows it.
+    let mut manager_cmdline = Vec::new();
+    for _ in 0..200 {
+        manager_cmdline = fs::read(format!("/proc/{manager_pid}/cmdline")).unwrap();
+        if !manager_cmdline.is_empty() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert!(!manager_cmdline.is_empty());
     let stop = Arc::new(AtomicBool::new(false));
     let (flag, needle) = (stop.clone(), secret.clone().into_bytes());
     // The manager itself was started with TS_AUTHKEY (containerboot style), so its own environ
     // holds it (and so do its forks until they exec); everything it runs (tailscaled,
     // tailscale up/status, the key source) must not.
     let scanner = thread::spawn(move || {
+        // Control: the same scan, not skipping the manager, sees the key in its environ (so the
+        // scan can read what it looks at).
+        let control = scan_proc_for(&needle, 0, b"\x01");
         let (mut hits, mut rounds) = (Vec::new(), 0);
         while !flag.load(Ordering::SeqCst) {
             hits.extend(scan_proc_for(&needle, manager_pid, &manager_cmdline));
             rounds += 1;
         }
-        (hits, rounds)
+        (hits, rounds, control)
     });
     let out = child.wait_with_output().unwrap();
     stop.store(true, Ordering::SeqCst);
-    let (hits, rounds) = scanner.join().unwrap();
+    let (hits, rounds, control) = scanner.join().unwrap();
+    assert!(
+        control
+            .iter()
+            .any(|h| h.starts_with(&format!("/proc/{manager_pid}/environ"))),
+        "control scan saw {control:?}"
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(rounds > 3, "{rounds}");
     assert!(hits.is_empty(), "key found in {hits:?}");
