@@ -242,6 +242,8 @@ fn run(cli: &Cli, started: Instant) -> (u8, serde_json::Value) {
             r.insert("cgroup".into(), cg.finish());
         }
     }
+    // We exit right away: the kernel finishes tearing the namespaces down on its own.
+    child.detach();
     (code, report)
 }
 

@@ -294,6 +294,7 @@ impl SandboxBuilder {
             pidfd: sys::pidfd_open(pid).map(Arc::new),
             status: Some(st_r),
             reaped: false,
+            outcome: None,
             report: prep.report.clone(),
             started,
         };
@@ -406,6 +407,7 @@ pub struct SandboxChild {
     pidfd: Option<Arc<OwnedFd>>,
     status: Option<OwnedFd>,
     reaped: bool,
+    outcome: Option<Outcome>,
     report: Report,
     started: Instant,
 }
@@ -451,7 +453,9 @@ impl SandboxChild {
         self.signal(libc::SIGKILL)
     }
 
-    /// Waits for the program to end. Everything else in the sandbox is gone when this returns.
+    /// Waits for the program to end. When this returns, everything else in the sandbox has been
+    /// killed by the kernel (nothing can outlive the PID namespace's init); dropping the child
+    /// or [`reap_init`](Self::reap_init) waits until the namespaces are torn down.
     pub fn wait(&mut self) -> Result<Outcome, Error> {
         match self.wait_timeout(None)? {
             Some(o) => Ok(o),
@@ -464,6 +468,9 @@ impl SandboxChild {
     /// Waits up to `timeout` (forever with `None`); `Ok(None)` when it ran out (the sandbox is
     /// still running; call [`kill`](Self::kill) then [`wait`](Self::wait)).
     pub fn wait_timeout(&mut self, timeout: Option<Duration>) -> Result<Option<Outcome>, Error> {
+        if let Some(o) = self.outcome {
+            return Ok(Some(o));
+        }
         if let Some(fd) = &self.status {
             let ready = sys::poll_readable(fd.as_raw_fd(), timeout).map_err(Error::Supervise)?;
             if !ready {
@@ -472,15 +479,45 @@ impl SandboxChild {
         }
         let rec = self.read_status().map_err(Error::Supervise)?;
         self.status = None;
-        let init_status = self.reap();
         if let Some((sys::MSG_EXITED, status, _)) = rec {
-            return Ok(Some(decode(status)));
+            // The init is exiting: the kernel kills whatever the program left behind and tears
+            // the namespaces down. Reap it now if it is already done, else on drop (waiting for
+            // that teardown here would double the cost of a short run).
+            if sys::waitpid_nohang(self.pid).is_some() {
+                self.reaped = true;
+            }
+            let o = decode(status);
+            self.outcome = Some(o);
+            return Ok(Some(o));
         }
-        match init_status {
-            Some(s) => Ok(Some(decode(s))),
+        // No status from the init: it was killed (timeout, OOM, our kill()); its status says how.
+        match self.reap() {
+            Some(s) => {
+                let o = decode(s);
+                self.outcome = Some(o);
+                Ok(Some(o))
+            }
             None => Err(Error::Supervise(std::io::Error::other(
                 "the sandbox's init vanished",
             ))),
+        }
+    }
+
+    /// Waits until the sandbox's init is gone, i.e. the kernel has finished tearing down the
+    /// namespaces (dropping the child does this too).
+    pub fn reap_init(&mut self) {
+        if self.outcome.is_none() {
+            let _ = self.kill();
+        }
+        self.reap();
+    }
+
+    /// For a supervisor about to exit: gives up reaping the init after the program ended.
+    /// Every process left in the sandbox has already been killed by the kernel; the host's
+    /// init reaps ours when we exit. Without an outcome yet, this kills and reaps as `drop`.
+    pub fn detach(mut self) {
+        if self.outcome.is_some() {
+            self.reaped = true;
         }
     }
 
@@ -518,7 +555,7 @@ fn decode(status: i32) -> Outcome {
 impl Drop for SandboxChild {
     fn drop(&mut self) {
         if !self.reaped {
-            self.abort();
+            self.reap_init();
         }
     }
 }

@@ -74,9 +74,8 @@ fn profile_paths(profile: Profile) -> Vec<(PathBuf, Entry)> {
     for p in ["/lib", "/lib64", "/lib32", "/libx32"] {
         add(p, Entry::Bind);
     }
-    for p in ["/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d"] {
-        add(p, Entry::Bind);
-    }
+    // ld.so reads only the cache at run time (ld.so.conf is ldconfig's input).
+    add("/etc/ld.so.cache", Entry::Bind);
     let bins = if profile == Profile::Minimal {
         Entry::LinkOnly
     } else {
@@ -534,13 +533,15 @@ pub(crate) fn prepare(b: &SandboxBuilder) -> Result<Prepared, Error> {
                     | libc::MS_NOEXEC
                     | (locked & (libc::MS_NODEV | libc::MS_RDONLY)),
                 false,
-                "nosuid,noexec",
+                "as the host's /dev",
             ),
         };
+        // Device nodes keep the source mount's flags: nosuid and noexec mean nothing for a
+        // character device, and skipping the remount saves a mount(2) per node.
         ops.push(Op::Bind {
             src: cstr(format!("/proc/self/fd/{}", bd.fd.as_raw_fd()), "fd path")?,
             dst: inside(&bd.dest)?,
-            remount: Some(remount),
+            remount: (bd.kind != BindKind::Device).then_some(remount),
         });
         op_desc.push((
             Layer::Mounts,

@@ -933,3 +933,12 @@ pub(crate) fn pidfd_send_signal(pidfd: RawFd, signal: i32) -> std::io::Result<()
     }
     Ok(())
 }
+
+/// Reaps our child `pid` if it has exited; never blocks.
+pub(crate) fn waitpid_nohang(pid: u32) -> Option<i32> {
+    let pid = libc::pid_t::try_from(pid).ok()?;
+    let mut status = 0;
+    // SAFETY: non-blocking wait for our own child; `status` is a live int.
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    (r == pid).then_some(status)
+}
