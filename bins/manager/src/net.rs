@@ -394,6 +394,20 @@ fn usage(message: impl std::fmt::Display) -> ExitCode {
     fail(exit::USAGE, message)
 }
 
+impl ProxyArgs {
+    /// The SOCKS5 and HTTP proxy addresses, checked (exit 2 when one is unsafe or malformed).
+    fn parse(&self) -> Result<(ProxyAddr, Option<ProxyAddr>), ExitCode> {
+        let socks5 = ProxyAddr::parse(&self.socks5).map_err(usage)?;
+        let http = self
+            .http_proxy
+            .as_deref()
+            .map(ProxyAddr::parse)
+            .transpose()
+            .map_err(usage)?;
+        Ok((socks5, http))
+    }
+}
+
 fn run_up(globals: &crate::Globals, args: UpArgs) -> ExitCode {
     // 1. Everything that can be checked without side effects: exit 2.
     if args.timeout.is_zero() {
@@ -413,19 +427,9 @@ fn run_up(globals: &crate::Globals, args: UpArgs) -> ExitCode {
         Ok(source) => source,
         Err(e) => return usage(e),
     };
-    let socks5 = match ProxyAddr::parse(&args.proxy.socks5) {
-        Ok(addr) => addr,
-        Err(e) => return usage(e),
-    };
-    let http = match args
-        .proxy
-        .http_proxy
-        .as_deref()
-        .map(ProxyAddr::parse)
-        .transpose()
-    {
-        Ok(addr) => addr,
-        Err(e) => return usage(e),
+    let (socks5, http) = match args.proxy.parse() {
+        Ok(addrs) => addrs,
+        Err(code) => return code,
     };
     let mut extra = env_words("TS_EXTRA_ARGS");
     if let Some(dns) = accept_dns {
@@ -670,19 +674,9 @@ fn run_down(json: bool, args: &DownArgs) -> ExitCode {
 }
 
 fn run_proxy_env(json: bool, args: &ProxyEnvArgs) -> ExitCode {
-    let socks5 = match ProxyAddr::parse(&args.proxy.socks5) {
-        Ok(addr) => addr,
-        Err(e) => return usage(e),
-    };
-    let http = match args
-        .proxy
-        .http_proxy
-        .as_deref()
-        .map(ProxyAddr::parse)
-        .transpose()
-    {
-        Ok(addr) => addr,
-        Err(e) => return usage(e),
+    let (socks5, http) = match args.proxy.parse() {
+        Ok(addrs) => addrs,
+        Err(code) => return code,
     };
     let vars = tailnet_boot::proxy_env(&socks5, http.as_ref());
     if json {

@@ -201,6 +201,32 @@ fn stop_background_retries(config: &UpConfig) {
     }
 }
 
+/// What can be refused before anything runs.
+fn check_config(config: &UpConfig) -> Result<(), BootError> {
+    check_extra_up_args(&config.extra_args)?;
+    let invalid = |what, value: &str, why| BootError::InvalidValue {
+        what,
+        value: value.to_owned(),
+        why,
+    };
+    if config.timeout.is_zero() {
+        // `tailscale up --timeout=0s` waits forever: never.
+        return Err(invalid(
+            "up timeout",
+            "0s",
+            "tailscale up would wait forever",
+        ));
+    }
+    if config.max_attempts == 0 {
+        return Err(invalid(
+            "max attempts",
+            "0",
+            "at least one attempt is needed",
+        ));
+    }
+    Ok(())
+}
+
 /// Polls `status --json` until the daemon has left `NoState` (it just started) or the bound.
 pub fn settled_status(config: &UpConfig) -> Result<TailnetStatus, BootError> {
     let start = Instant::now();
@@ -244,32 +270,7 @@ pub fn bring_up(
             daemon_state,
         }
     };
-    if let Err(cause) = check_extra_up_args(&config.extra_args) {
-        return Err(UpError {
-            cause: Box::new(cause),
-            attempts,
-            daemon_state: None,
-        });
-    }
-    if config.timeout.is_zero() {
-        // `tailscale up --timeout=0s` waits forever: never.
-        let cause = BootError::InvalidValue {
-            what: "up timeout",
-            value: "0s".to_owned(),
-            why: "tailscale up would wait forever",
-        };
-        return Err(UpError {
-            cause: Box::new(cause),
-            attempts,
-            daemon_state: None,
-        });
-    }
-    if config.max_attempts == 0 {
-        let cause = BootError::InvalidValue {
-            what: "max attempts",
-            value: "0".to_owned(),
-            why: "at least one attempt is needed",
-        };
+    if let Err(cause) = check_config(config) {
         return Err(UpError {
             cause: Box::new(cause),
             attempts,
