@@ -944,3 +944,41 @@ fn last_cap() -> u32 {
         .filter(|&n: &u32| n < 64)
         .unwrap_or(63)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn destinations() {
+        assert!(check_dest(Path::new("/data")).is_ok());
+        assert!(check_dest(Path::new("/opt/tool/bin")).is_ok());
+        for bad in [
+            "data",
+            "/",
+            "/proc",
+            "/proc/sys",
+            "/dev/sda",
+            "/a/../etc",
+            "/a/./b",
+        ] {
+            assert!(check_dest(Path::new(bad)).is_err(), "{bad}");
+        }
+    }
+
+    proptest! {
+        /// Whatever the caller passes, an accepted destination is absolute, has only normal
+        /// components and stays out of the sandbox's own /proc and /dev.
+        #[test]
+        fn accepted_destinations_are_confined(s in "[/a-z.]{0,24}") {
+            let p = Path::new(&s);
+            if check_dest(p).is_ok() {
+                prop_assert!(p.is_absolute());
+                prop_assert!(p.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_))));
+                prop_assert!(!p.starts_with("/proc") && !p.starts_with("/dev"));
+                prop_assert!(p != Path::new("/"));
+            }
+        }
+    }
+}
