@@ -954,15 +954,7 @@ mod tests {
     fn destinations() {
         assert!(check_dest(Path::new("/data")).is_ok());
         assert!(check_dest(Path::new("/opt/tool/bin")).is_ok());
-        for bad in [
-            "data",
-            "/",
-            "/proc",
-            "/proc/sys",
-            "/dev/sda",
-            "/a/../etc",
-            "/a/./b",
-        ] {
+        for bad in ["data", "/", "/proc", "/proc/sys", "/dev/sda", "/a/../etc"] {
             assert!(check_dest(Path::new(bad)).is_err(), "{bad}");
         }
     }
