@@ -127,8 +127,14 @@ fn run(cli: &Cli, started: Instant) -> (u8, serde_json::Value) {
         Err(msg) => return setup_failed(msg, started),
     };
     // Limits first: the program must start inside its cgroups.
+    let mut missing_cgroup: Option<String> = None;
     let cgroup = match cgroups::prepare(&cli.cgroups, cli.best_effort) {
         Ok(c) => c.map(Rc::new),
+        Err(msg) if cli.best_effort => {
+            eprintln!("sandbox-run: {msg}; running without cgroup limits (--best-effort)");
+            missing_cgroup = Some(msg);
+            None
+        }
         Err(msg) => return setup_failed(msg, started),
     };
     let builder = match &cgroup {
@@ -235,6 +241,11 @@ fn run(cli: &Cli, started: Instant) -> (u8, serde_json::Value) {
                 .map(|t| serde_json::Value::from(t.as_millis() as u64))
                 .unwrap_or(serde_json::Value::Null),
         );
+    }
+    if let Some(msg) = missing_cgroup
+        && let Some(missing) = report.get_mut("missing").and_then(|m| m.as_array_mut())
+    {
+        missing.push(serde_json::json!({"layer": "cgroup", "reason": msg}));
     }
     if let Some(r) = report.as_object_mut() {
         r.insert("outcome".into(), outcome_json);

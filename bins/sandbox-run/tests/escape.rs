@@ -1004,3 +1004,42 @@ fn minimal_profile_binds_only_the_libraries_and_the_program() {
         assert_eq!(stdout(&o).trim(), "3");
     }
 }
+
+#[test]
+fn cgroup_limits_strict_vs_best_effort_for_an_unprivileged_caller() {
+    if !is_root() {
+        eprintln!("not root: cannot switch to uid 65534");
+        return;
+    }
+    // uid 65534 owns no cgroup: --memory cannot be applied.
+    let strict = run(Who::Nobody, &["--memory", "64M", "--", "/bin/true"]);
+    if code(&strict) == 0 {
+        eprintln!("this host delegates a memory cgroup to uid 65534: nothing to refuse");
+        return;
+    }
+    assert_eq!(code(&strict), 125, "{}", stderr(&strict));
+    assert!(stderr(&strict).contains("--memory"), "{}", stderr(&strict));
+    assert!(stderr(&strict).contains("nothing was run"));
+    let be = run(
+        Who::Nobody,
+        &[
+            "--memory",
+            "64M",
+            "--best-effort",
+            "--report",
+            "-",
+            "--",
+            "/bin/true",
+        ],
+    );
+    assert_eq!(code(&be), 0, "{}", stderr(&be));
+    let r: serde_json::Value = serde_json::from_slice(&be.stdout).expect("json");
+    assert!(
+        r["missing"]
+            .as_array()
+            .expect("missing")
+            .iter()
+            .any(|m| m["layer"] == "cgroup"),
+        "{r}"
+    );
+}
