@@ -101,8 +101,9 @@ pub enum ReactorError {
         /// The cause.
         source: std::io::Error,
     },
-    /// The private claim dir exists but is not the reactor's own.
-    #[error("{path} is not a 0700 directory owned by uid {uid}; remove it")]
+    /// The private claim dir could not be made the reactor's own (something else keeps
+    /// taking its name, or it cannot be moved aside).
+    #[error("{path} is not a directory owned by uid {uid} and cannot be moved aside; remove it")]
     ClaimDirNotOurs {
         /// Its path.
         path: PathBuf,
@@ -305,9 +306,9 @@ impl<'r, R: Registry> Reactor<'r, R> {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         let ledger = NonceLedger::open(&state_dir, &cfg.state_dir, cfg.ledger_capacity)?;
-        let audit = AuditLog::open(&cfg.audit_log)?;
+        let mut audit = AuditLog::open(&cfg.audit_log)?;
         let intent_dir = open_dir(&cfg.intent_dir, "intent dir")?;
-        let claim_dir = open_claim_dir(&intent_dir, &cfg.intent_dir)?;
+        let claim_dir = open_claim_dir(&intent_dir, &cfg.intent_dir, &mut audit)?;
         let inotify = watch(&intent_dir, &cfg.intent_dir)?;
         Ok(Self {
             cfg,
@@ -911,29 +912,56 @@ fn record(
     }
 }
 
-/// Opens (creating if needed) the private claim dir and checks that it is ours and 0700.
-fn open_claim_dir(intent_dir: &OwnedFd, intent_path: &Path) -> Result<OwnedFd, ReactorError> {
+/// Opens (creating if needed) the private claim dir, owned by us and 0700. Anything else under
+/// its name (a writer's directory, symlink or file planted to block the reactor) is renamed
+/// aside to a dot-name (so it is never handled) and audited; a few attempts, then an error.
+fn open_claim_dir(
+    intent_dir: &OwnedFd,
+    intent_path: &Path,
+    audit: &mut AuditLog,
+) -> Result<OwnedFd, ReactorError> {
     let path = intent_path.join(CLAIM_DIR);
-    match rustix::fs::mkdirat(intent_dir, CLAIM_DIR, Mode::from_raw_mode(0o700)) {
-        Ok(()) | Err(Errno::EXIST) => {}
-        Err(e) => return Err(setup("claim dir", &path)(e)),
-    }
-    let fd = rustix::fs::openat(
-        intent_dir,
-        CLAIM_DIR,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|_| ReactorError::ClaimDirNotOurs {
-        path: path.clone(),
-        uid: rustix::process::geteuid().as_raw(),
-    })?;
-    let st = rustix::fs::fstat(&fd).map_err(setup("claim dir", &path))?;
     let uid = rustix::process::geteuid().as_raw();
-    if st.st_uid != uid || st.st_mode & 0o077 != 0 {
-        return Err(ReactorError::ClaimDirNotOurs { path, uid });
+    for attempt in 0..3 {
+        match rustix::fs::mkdirat(intent_dir, CLAIM_DIR, Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(setup("claim dir", &path)(e)),
+        }
+        let opened = rustix::fs::openat(
+            intent_dir,
+            CLAIM_DIR,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        );
+        if let Ok(fd) = opened {
+            let st = rustix::fs::fstat(&fd).map_err(setup("claim dir", &path))?;
+            if st.st_uid == uid {
+                if st.st_mode & 0o077 != 0 {
+                    rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o700))
+                        .map_err(setup("claim dir", &path))?;
+                }
+                return Ok(fd);
+            }
+        }
+        let since = Instant::now();
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let aside = format!("{CLAIM_DIR}.foreign-{nanos}-{attempt}");
+        if rustix::fs::renameat(intent_dir, CLAIM_DIR, intent_dir, aside.as_str()).is_err() {
+            break;
+        }
+        audit.append(&record(
+            CLAIM_DIR,
+            since,
+            "rejected",
+            Some(&Refusal::new(
+                "foreign_claim_dir",
+                format!("not a directory of uid {uid}: moved aside to {aside}"),
+            )),
+        ))?;
     }
-    Ok(fd)
+    Err(ReactorError::ClaimDirNotOurs { path, uid })
 }
 
 /// One inotify watch on the held directory: through `/proc/self/fd` so it is the same inode.

@@ -219,7 +219,7 @@ fn entries_left_claimed_by_a_crash_are_handled_once() {
 }
 
 #[test]
-fn a_foreign_claim_dir_or_a_second_reactor_is_refused() {
+fn a_second_reactor_is_refused_and_a_planted_claim_dir_is_moved_aside() {
     let d = dirs();
     let first = Reactor::open(config(&d), &REGISTRY, Recorder::default()).expect("open");
     assert!(matches!(
@@ -227,25 +227,60 @@ fn a_foreign_claim_dir_or_a_second_reactor_is_refused() {
         Err(ReactorError::Busy { .. })
     ));
     drop(first);
+
+    let mode = |p: &Path| {
+        std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::symlink_metadata(p).expect("stat").permissions(),
+        )
+    };
+    // Our own dir with a loose mode: tightened, kept (it may hold claimed intents).
     let d = dirs();
-    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o777)
-        .create(d.intents.join(CLAIM_DIR))
-        .expect("mkdir");
-    std::fs::set_permissions(
-        d.intents.join(CLAIM_DIR),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .expect("chmod");
-    assert!(matches!(
-        Reactor::open(config(&d), &REGISTRY, Recorder::default()),
-        Err(ReactorError::ClaimDirNotOurs { .. })
-    ));
+    let claim = d.intents.join(CLAIM_DIR);
+    std::fs::create_dir(&claim).expect("mkdir");
+    std::fs::set_permissions(&claim, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("chmod");
+    drop(Reactor::open(config(&d), &REGISTRY, Recorder::default()).expect("open"));
+    assert_eq!(mode(&claim) & 0o777, 0o700);
+
+    // A writer's symlink (to /etc) or a dir of another uid: moved aside, audited, never used.
     let d = dirs();
-    std::os::unix::fs::symlink("/etc", d.intents.join(CLAIM_DIR)).expect("symlink");
-    assert!(matches!(
-        Reactor::open(config(&d), &REGISTRY, Recorder::default()),
-        Err(ReactorError::ClaimDirNotOurs { .. })
-    ));
+    let claim = d.intents.join(CLAIM_DIR);
+    std::os::unix::fs::symlink("/etc", &claim).expect("symlink");
+    let mut reactor = Reactor::open(config(&d), &REGISTRY, Recorder::default()).expect("open");
+    assert!(
+        !std::fs::symlink_metadata(&claim)
+            .expect("stat")
+            .file_type()
+            .is_symlink()
+    );
+    let aside: Vec<String> = std::fs::read_dir(&d.intents)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("{CLAIM_DIR}.foreign-")))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert!(
+        audit_lines(&d)
+            .iter()
+            .any(|l| l.contains(r#""reason":"foreign_claim_dir""#))
+    );
+    // The moved-aside entry is a dot-name: the reactor leaves it alone.
+    assert_eq!(reactor.drain().expect("drain").rejected, 0);
+    drop(reactor);
+
+    let d = dirs();
+    let claim = d.intents.join(CLAIM_DIR);
+    std::fs::create_dir(&claim).expect("mkdir");
+    if std::os::unix::fs::chown(&claim, Some(4242), None).is_err() {
+        eprintln!("skipping the foreign-owner case: chown needs root");
+        return;
+    }
+    drop(Reactor::open(config(&d), &REGISTRY, Recorder::default()).expect("open"));
+    let st = std::fs::metadata(&claim).expect("stat");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&st),
+        rustix::process::geteuid().as_raw()
+    );
 }
 
 #[test]
