@@ -970,9 +970,26 @@ fn signals_to_sandbox_run_reach_the_program() {
     )
     .spawn()
     .expect("spawn");
-    // Let the program start, then stop sandbox-run politely.
-    std::thread::sleep(Duration::from_millis(300));
+    // Once sandbox-run catches SIGTERM (it does so right after the program started), stop it
+    // politely.
     let pid = libc::pid_t::try_from(child.id()).expect("pid");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let caught = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .unwrap_or(0);
+        if caught & (1 << (libc::SIGTERM - 1)) != 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sandbox-run never caught SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // SAFETY: plain kill(2) on our own child.
     #[allow(unsafe_code)]
     let r = unsafe { libc::kill(pid, libc::SIGTERM) };

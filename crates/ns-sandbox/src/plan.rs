@@ -304,6 +304,13 @@ pub(crate) fn prepare(b: &SandboxBuilder) -> Result<Prepared, Error> {
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
+    if b.ramdisk_bytes < 1 << 20 {
+        // tmpfs reads size=0 as "unlimited": never let that through.
+        return Err(Error::Config(format!(
+            "ramdisk size {} is below 1 MiB",
+            b.ramdisk_bytes
+        )));
+    }
     if b.program.is_empty() {
         return Err(Error::Config("no program given".into()));
     }

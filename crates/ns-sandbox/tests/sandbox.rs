@@ -169,6 +169,11 @@ fn errors_name_what_failed() {
         .spawn()
         .expect_err("missing work dir");
     assert!(err.to_string().contains("/no/such/dir"), "{err}");
+    let err = Sandbox::builder("/bin/true")
+        .ramdisk_size(0)
+        .spawn()
+        .expect_err("unlimited ramdisk");
+    assert!(matches!(err, Error::Config(_)), "{err}");
     assert!("bogus".parse::<Profile>().is_err());
     assert!("bogus".parse::<Net>().is_err());
 }
