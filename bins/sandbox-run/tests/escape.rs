@@ -1060,3 +1060,26 @@ fn cgroup_limits_strict_vs_best_effort_for_an_unprivileged_caller() {
         "{r}"
     );
 }
+
+#[test]
+fn failures_inside_the_sandbox_name_their_layer() {
+    // The init's own set-up (host name) and the program's process (Landlock) both report
+    // back before anything runs.
+    let marker = format!("/tmp/sandbox-ran-inside-{}", std::process::id());
+    for (nr, layer) in [
+        (libc::SYS_sethostname, "hostname"),
+        (libc::SYS_landlock_restrict_self, "landlock"),
+        (libc::SYS_pivot_root, "mounts"),
+    ] {
+        let o = run_without(
+            nr,
+            0,
+            libc::EPERM as u32,
+            &["--profile", "shell", "--", "/bin/touch", &marker],
+        );
+        assert_eq!(code(&o), 125, "{layer}: {}", stderr(&o));
+        assert!(stderr(&o).contains(layer), "{layer}: {}", stderr(&o));
+        assert!(stderr(&o).contains("nothing was run"), "{}", stderr(&o));
+        assert!(!Path::new(&marker).exists(), "{layer}: the program ran");
+    }
+}

@@ -274,6 +274,9 @@ impl SandboxBuilder {
         let mut prep = plan::prepare(&self)?;
         let (sync_r, sync_w) = sys::pipe_cloexec().map_err(Error::Supervise)?;
         let (st_r, st_w) = sys::pipe_cloexec().map_err(Error::Supervise)?;
+        let (ex_r, ex_w) = sys::pipe_cloexec().map_err(Error::Supervise)?;
+        prep.plan.exec_read = ex_r.as_raw_fd();
+        prep.plan.exec_write = ex_w.as_raw_fd();
         prep.plan.sync_read = sync_r.as_raw_fd();
         prep.plan.sync_write = sync_w.as_raw_fd();
         prep.plan.status_read = st_r.as_raw_fd();
@@ -287,6 +290,7 @@ impl SandboxBuilder {
         })?;
         drop(sync_r);
         drop(st_w);
+        drop(ex_w);
         let _fds: Vec<OwnedFd> = std::mem::take(&mut prep.fds);
         drop(_fds);
         let mut child = SandboxChild {
@@ -314,38 +318,73 @@ impl SandboxBuilder {
             child.abort();
             return Err(Error::Supervise(e.into()));
         }
-        // `sync_w` stays open until the child reported: its hang-up tells the child we died.
+        // `sync_w` stays open until the program started: its hang-up tells the child we died.
         // Set-up is a few dozen syscalls; a child that says nothing for this long is stuck.
-        let ready = child
-            .status
-            .as_ref()
-            .map(|fd| sys::poll_readable(fd.as_raw_fd(), Some(SETUP_TIMEOUT)));
-        if let Some(Ok(false)) | Some(Err(_)) = ready {
-            child.abort();
-            return Err(Error::Supervise(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("the sandbox did not finish its set-up within {SETUP_TIMEOUT:?}"),
-            )));
+        match sys::poll_readable(ex_r.as_raw_fd(), Some(SETUP_TIMEOUT)) {
+            Ok(true) => {}
+            Ok(false) => {
+                child.abort();
+                return Err(Error::Supervise(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the sandbox did not finish its set-up within {SETUP_TIMEOUT:?}"),
+                )));
+            }
+            Err(e) => {
+                child.abort();
+                return Err(Error::Supervise(e));
+            }
         }
-        let first = child.read_status();
+        // The program's process reports on the exec pipe; its EOF means `execve` succeeded
+        // (close-on-exec) or that init failed before starting it (then init's record is
+        // already on the status pipe).
+        let rec = sys::read_record(ex_r.as_raw_fd());
         drop(sync_w);
-        match first {
-            Ok(Some((sys::MSG_STARTED, _, _))) => Ok(child),
+        drop(ex_r);
+        match rec {
+            Ok(None) => {}
             Ok(Some((sys::MSG_SETUP_FAILED, stepid, errno))) => {
                 child.reap();
-                Err(plan::step_error(&prep, stepid as u32, errno))
+                return Err(plan::step_error(&prep, stepid as u32, errno));
             }
             Ok(Some((sys::MSG_EXEC_FAILED, errno, _))) => {
                 child.reap();
                 let program = self.program.to_string_lossy().into_owned();
-                if errno == libc::ENOENT {
-                    Err(Error::NotFound { program })
+                return Err(if errno == libc::ENOENT {
+                    Error::NotFound { program }
                 } else {
-                    Err(Error::NotExecutable {
+                    Error::NotExecutable {
                         program,
                         source: std::io::Error::from_raw_os_error(errno),
-                    })
-                }
+                    }
+                });
+            }
+            Ok(Some(other)) => {
+                child.abort();
+                return Err(Error::Supervise(std::io::Error::other(format!(
+                    "unexpected message {other:?} from the sandbox"
+                ))));
+            }
+            Err(e) => {
+                child.abort();
+                return Err(Error::Supervise(e));
+            }
+        }
+        let init_spoke = child
+            .status
+            .as_ref()
+            .map(|fd| sys::poll_readable(fd.as_raw_fd(), Some(Duration::ZERO)));
+        if let Some(Ok(false)) = init_spoke {
+            return Ok(child);
+        }
+        match child.read_status() {
+            Ok(Some((sys::MSG_EXITED, status, _))) => {
+                // The program already ran and exited.
+                child.record_exit(status);
+                Ok(child)
+            }
+            Ok(Some((sys::MSG_SETUP_FAILED, stepid, errno))) => {
+                child.reap();
+                Err(plan::step_error(&prep, stepid as u32, errno))
             }
             Ok(other) => {
                 let status = child.reap();
@@ -480,15 +519,7 @@ impl SandboxChild {
         let rec = self.read_status().map_err(Error::Supervise)?;
         self.status = None;
         if let Some((sys::MSG_EXITED, status, _)) = rec {
-            // The init is exiting: the kernel kills whatever the program left behind and tears
-            // the namespaces down. Reap it now if it is already done, else on drop (waiting for
-            // that teardown here would double the cost of a short run).
-            if sys::waitpid_nohang(self.pid).is_some() {
-                self.reaped = true;
-            }
-            let o = decode(status);
-            self.outcome = Some(o);
-            return Ok(Some(o));
+            return Ok(Some(self.record_exit(status)));
         }
         // No status from the init: it was killed (timeout, OOM, our kill()); its status says how.
         match self.reap() {
@@ -519,6 +550,19 @@ impl SandboxChild {
         if self.outcome.is_some() {
             self.reaped = true;
         }
+    }
+
+    /// The init reported the program's exit and is exiting: the kernel kills whatever the
+    /// program left behind and tears the namespaces down. Reap it now if that is done, else on
+    /// drop (waiting for the teardown here would double the cost of a short run).
+    fn record_exit(&mut self, status: i32) -> Outcome {
+        self.status = None;
+        if sys::waitpid_nohang(self.pid).is_some() {
+            self.reaped = true;
+        }
+        let o = decode(status);
+        self.outcome = Some(o);
+        o
     }
 
     fn read_status(&mut self) -> std::io::Result<Option<(u32, i32, i32)>> {

@@ -783,6 +783,8 @@ pub(crate) fn prepare(b: &SandboxBuilder) -> Result<Prepared, Error> {
     let plan = ChildPlan {
         sync_read: -1,
         sync_write: -1,
+        exec_read: -1,
+        exec_write: -1,
         status_read: -1,
         status_write: -1,
         clear_groups: !ids.deny_setgroups,
@@ -873,7 +875,7 @@ pub(crate) fn write_id_maps(pid: u32, ids: &Ids) -> Result<(), Error> {
 pub(crate) fn step_error(prep: &Prepared, stepid: u32, errno: i32) -> Error {
     let source = std::io::Error::from_raw_os_error(errno);
     let (layer, what, cause): (Layer, String, Option<&'static str>) = match stepid {
-        step::DUMPABLE | step::PDEATHSIG | step::SESSION | step::SETSID | step::PIPE => {
+        step::DUMPABLE | step::PDEATHSIG | step::SESSION | step::SETSID => {
             (Layer::Process, format!("process step {stepid}"), None)
         }
         step::FORK_PROGRAM => (Layer::Process, "fork the program".into(), None),

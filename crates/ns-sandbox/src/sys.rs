@@ -28,9 +28,9 @@ use std::ffi::{CStr, CString, c_char, c_int, c_ulong};
 use std::os::fd::RawFd;
 use std::ptr;
 
-/// Record kinds sent from the sandbox's init to the parent over the status pipe.
+/// Record kinds sent to the parent: by init over the status pipe (`SETUP_FAILED`, `EXITED`),
+/// by the program's process over the exec pipe (`SETUP_FAILED`, `EXEC_FAILED`).
 pub(crate) const MSG_SETUP_FAILED: u32 = 1;
-pub(crate) const MSG_STARTED: u32 = 2;
 pub(crate) const MSG_EXEC_FAILED: u32 = 3;
 pub(crate) const MSG_EXITED: u32 = 4;
 
@@ -62,7 +62,6 @@ pub(crate) mod step {
     pub const LANDLOCK_RESTRICT: u32 = 25;
     pub const CLOSE_FDS: u32 = 26;
     pub const SECCOMP: u32 = 27;
-    pub const PIPE: u32 = 28;
     pub const SESSION: u32 = 29;
     pub const OP_BASE: u32 = 1000;
     pub const SOURCE_BASE: u32 = 100_000;
@@ -121,6 +120,9 @@ pub(crate) struct ChildPlan {
     pub sync_write: RawFd,
     pub status_read: RawFd,
     pub status_write: RawFd,
+    /// Close-on-exec; the program's process reports set-up or exec failures on it.
+    pub exec_read: RawFd,
+    pub exec_write: RawFd,
     pub clear_groups: bool,
     pub hostname: CString,
     pub loopback_up: bool,
@@ -265,6 +267,7 @@ fn child_init(plan: &ChildPlan) -> ! {
     unsafe {
         libc::close(plan.sync_write);
         libc::close(plan.status_read);
+        libc::close(plan.exec_read);
     }
     // Wait for the parent: uid/gid maps written and its hook run.
     let mut go = [0u8; 1];
@@ -343,13 +346,6 @@ fn child_init(plan: &ChildPlan) -> ! {
 
     setup_mounts(plan);
 
-    let mut pipe = [0 as c_int; 2];
-    // SAFETY: `pipe` is a live array of two ints.
-    check(
-        unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) },
-        st,
-        step::PIPE,
-    );
     // Block every signal before forking: init takes them with sigwaitinfo; the program unblocks.
     // SAFETY: `set` is a live sigset_t initialised by sigfillset before use.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -374,34 +370,11 @@ fn child_init(plan: &ChildPlan) -> ! {
         fail(st, step::FORK_PROGRAM, errno());
     }
     if pid == 0 {
-        // SAFETY: closing the read end this process does not use.
-        unsafe { libc::close(pipe[0]) };
-        program_child(plan, pipe[1]);
+        program_child(plan, plan.exec_write);
     }
     let pid = pid as libc::pid_t;
-    // SAFETY: closing fds init does not use: the write end, the Landlock ruleset.
-    unsafe {
-        libc::close(pipe[1]);
-        if let Some(fd) = plan.landlock_fd {
-            libc::close(fd);
-        }
-    }
-    // Wait for exec: EOF means it succeeded (close-on-exec); a record means it failed.
-    let mut failure: Option<(u32, i32, i32)> = None;
-    if let Ok(Some(rec)) = read_record(pipe[0]) {
-        failure = Some(rec);
-    }
-    // SAFETY: closing our read end.
-    unsafe { libc::close(pipe[0]) };
-    if let Some((kind, a, b)) = failure {
-        let mut status = 0;
-        // SAFETY: reaps our own child; `status` is a live int.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
-        write_record(st, kind, a, b);
-        exit(125);
-    }
-    write_record(st, MSG_STARTED, pid, 0);
-    // Close everything but stdio and the status pipe: init holds nothing else.
+    // The program's exec pipe goes straight to the parent (its EOF says execve succeeded): init
+    // drops its copy and everything else but stdio and the status pipe.
     close_from(3, Some(st));
     init_loop(st, pid, &set)
 }
