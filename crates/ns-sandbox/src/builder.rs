@@ -288,7 +288,8 @@ impl SandboxBuilder {
             cause: plan::userns_hint(&e),
             source: e,
         })?;
-        drop(sync_r);
+        // `sync_r` stays open here until "go" is written: with a reader of our own, writing to
+        // a child that already died is no SIGPIPE.
         drop(st_w);
         drop(ex_w);
         let _fds: Vec<OwnedFd> = std::mem::take(&mut prep.fds);
@@ -303,8 +304,9 @@ impl SandboxBuilder {
             started,
         };
         if let Err(e) = plan::write_id_maps(pid, &prep.ids) {
+            let reported = child.early_failure(&prep);
             child.abort();
-            return Err(e);
+            return Err(reported.unwrap_or(e));
         }
         if let Some(hook) = hook
             && let Err(msg) = hook(pid)
@@ -315,9 +317,11 @@ impl SandboxBuilder {
         // Go: the child proceeds with the rest of the set-up.
         let go = [1u8];
         if let Err(e) = rustix::io::write(&sync_w, &go) {
+            let reported = child.early_failure(&prep);
             child.abort();
-            return Err(Error::Supervise(e.into()));
+            return Err(reported.unwrap_or_else(|| Error::Supervise(e.into())));
         }
+        drop(sync_r);
         // `sync_w` stays open until the program started: its hang-up tells the child we died.
         // Set-up is a few dozen syscalls; a child that says nothing for this long is stuck.
         match sys::poll_readable(ex_r.as_raw_fd(), Some(SETUP_TIMEOUT)) {
@@ -563,6 +567,20 @@ impl SandboxChild {
         let o = decode(status);
         self.outcome = Some(o);
         o
+    }
+
+    /// A set-up failure the child already reported (it works before "go" as well).
+    fn early_failure(&mut self, prep: &plan::Prepared) -> Option<Error> {
+        let fd = self.status.as_ref()?.as_raw_fd();
+        if !sys::poll_readable(fd, Some(Duration::ZERO)).ok()? {
+            return None;
+        }
+        match sys::read_record(fd) {
+            Ok(Some((sys::MSG_SETUP_FAILED, stepid, errno))) => {
+                Some(plan::step_error(prep, stepid as u32, errno))
+            }
+            _ => None,
+        }
     }
 
     fn read_status(&mut self) -> std::io::Result<Option<(u32, i32, i32)>> {

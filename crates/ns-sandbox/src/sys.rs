@@ -269,6 +269,22 @@ fn child_init(plan: &ChildPlan) -> ! {
         libc::close(plan.status_read);
         libc::close(plan.exec_read);
     }
+    // What needs no uid map runs while the parent writes it (the new namespaces' capabilities
+    // are ours from the start).
+    // SAFETY: pointer and length of a live CString.
+    check(
+        unsafe { libc::sethostname(plan.hostname.as_ptr(), plan.hostname.as_bytes().len()) },
+        st,
+        step::HOSTNAME,
+    );
+    if plan.loopback_up {
+        loopback_up(st);
+    }
+    // SAFETY: plain integer argument.
+    check(unsafe { libc::setsid() }, st, step::SESSION);
+
+    prepare_mounts(plan);
+
     // Wait for the parent: uid/gid maps written and its hook run.
     let mut go = [0u8; 1];
     loop {
@@ -332,18 +348,6 @@ fn child_init(plan: &ChildPlan) -> ! {
         st,
         step::CGROUP_NS,
     );
-    // SAFETY: pointer and length of a live CString.
-    check(
-        unsafe { libc::sethostname(plan.hostname.as_ptr(), plan.hostname.as_bytes().len()) },
-        st,
-        step::HOSTNAME,
-    );
-    if plan.loopback_up {
-        loopback_up(st);
-    }
-    // SAFETY: plain integer argument.
-    check(unsafe { libc::setsid() }, st, step::SESSION);
-
     setup_mounts(plan);
 
     // Block every signal before forking: init takes them with sigwaitinfo; the program unblocks.
@@ -453,7 +457,8 @@ fn loopback_up(st: RawFd) {
     unsafe { libc::close(fd) };
 }
 
-fn setup_mounts(plan: &ChildPlan) {
+/// Mount steps that need no uid map: private propagation, re-opening the bind sources.
+fn prepare_mounts(plan: &ChildPlan) {
     let st = plan.status_write;
     // Nothing we mount may propagate back to the host.
     check(
@@ -486,6 +491,10 @@ fn setup_mounts(plan: &ChildPlan) {
             unsafe { libc::close(fd) };
         }
     }
+}
+
+fn setup_mounts(plan: &ChildPlan) {
+    let st = plan.status_write;
     check(
         mount(
             Some(c"tmpfs"),
