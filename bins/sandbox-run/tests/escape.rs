@@ -480,6 +480,25 @@ fn foreign_syscall_abi_is_killed() {
     );
     assert_eq!(code(&o), 128 + 31, "{}", stdout(&o));
     assert!(!stdout(&o).contains("survived"));
+
+    // An i386 getpid through `int 0x80` (AUDIT_ARCH_I386): killed as well, where the kernel
+    // has IA-32 emulation at all (outside the sandbox it must work).
+    let probe = "import ctypes, mmap\n\
+        m = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)\n\
+        m.write(b'\\xb8\\x14\\x00\\x00\\x00\\xcd\\x80\\xc3')\n\
+        f = ctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(m)))\n\
+        print('i386 getpid', f(), flush=True)\n";
+    let outside = Command::new("/usr/bin/python3")
+        .args(["-c", probe])
+        .output()
+        .expect("python");
+    if !outside.status.success() {
+        eprintln!("no IA-32 emulation on this kernel: i386 probe skipped");
+        return;
+    }
+    let o = py(Who::Caller, None, probe);
+    assert_eq!(code(&o), 128 + 31, "{} {}", stdout(&o), stderr(&o));
+    assert!(!stdout(&o).contains("i386 getpid"));
 }
 
 #[test]
