@@ -162,10 +162,9 @@ fn errno() -> i32 {
 /// Returns the init's host pid in the parent. The child never returns from this function.
 pub(crate) fn clone_sandbox(plan: &ChildPlan) -> std::io::Result<u32> {
     let flags = (CLONE_NS_FLAGS | libc::SIGCHLD) as c_ulong;
-    // SAFETY: raw `clone` with a NULL stack pointer behaves like `fork`: the child runs on a
-    // copy-on-write copy of this thread's stack and address space. In the child we only call
-    // `child_init`, which never returns and honours the async-signal-safety rules documented at
-    // the top of this module. No pointers to parent memory are shared (the child has a copy).
+    // SAFETY: raw `clone` with a NULL stack pointer behaves like `fork` (the child runs on a
+    // copy-on-write copy of this stack); the child only runs `child_init`, which never
+    // returns and honours the async-signal-safety rules at the top of this module.
     let ret = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
     if ret < 0 {
         return Err(std::io::Error::last_os_error());
