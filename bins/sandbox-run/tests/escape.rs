@@ -23,22 +23,30 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// A copy of the binary that uid 65534 can execute (the target dir may be private).
+/// A copy of the binary that uid 65534 can execute (the target dir may be private). It lives
+/// in `/tmp/sandbox-run-bin-<pid>`; copies of test runs that are gone are removed first.
 fn binary() -> &'static Path {
-    static BIN: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &BIN.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("sandbox-run-bin")
-            .tempdir()
-            .expect("tempdir");
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-            .expect("chmod");
-        let bin = dir.path().join("sandbox-run");
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let tmp = std::env::temp_dir();
+        if let Ok(rd) = std::fs::read_dir(&tmp) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(pid) = name.strip_prefix("sandbox-run-bin-")
+                    && !Path::new(&format!("/proc/{pid}")).exists()
+                {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let dir = tmp.join(format!("sandbox-run-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("bin dir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let bin = dir.join("sandbox-run");
         std::fs::copy(env!("CARGO_BIN_EXE_sandbox-run"), &bin).expect("copy binary");
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        (dir, bin)
+        bin
     })
-    .1
 }
 
 /// Identities to test with: the caller, and uid 65534 when we can switch to it.
