@@ -1,8 +1,23 @@
 //! Comparative benchmarks; each compares us against a peer in the same run and prints ratios.
-//! Run with `cargo run --release -p benches -- <name>`.
+//! Each is its own binary: `cargo run --release -p benches --bin <name>`.
 use std::process::ExitCode;
 
+/// The benchmarks and what they compare.
+const BENCHES: &[(&str, &str)] = &[
+    (
+        "sandbox_vs_bwrap",
+        "start-up of sandbox-run vs bubblewrap with comparable isolation",
+    ),
+    (
+        "intent_reactor",
+        "host-reactor's engine vs an inotifywait | while-read shell loop",
+    ),
+];
+
 fn main() -> ExitCode {
-    eprintln!("benches: no benchmark registered yet");
+    println!("benchmarks (cargo run --release -p benches --bin <name>):");
+    for (name, what) in BENCHES {
+        println!("  {name:<18} {what}");
+    }
     ExitCode::SUCCESS
 }
