@@ -64,6 +64,10 @@ struct Cli {
     /// root, else 65534]. An unprivileged caller always runs as itself.
     #[arg(long, value_name = "UID")]
     uid: Option<u32>,
+    /// Map only the caller's own ids, even when /etc/subuid and /etc/subgid grant it a range
+    /// (by default an unprivileged caller also maps that range with newuidmap/newgidmap).
+    #[arg(long)]
+    no_subid_range: bool,
     /// Kill the whole sandbox after DUR (e.g. 10s, 1m) and exit 124.
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     timeout: Option<Duration>,
@@ -303,7 +307,8 @@ fn build(cli: &Cli) -> Result<ns_sandbox::SandboxBuilder, String> {
         .net(net)
         .hostname(cli.hostname.clone())
         .ramdisk_size(cli.ramdisk)
-        .best_effort(cli.best_effort);
+        .best_effort(cli.best_effort)
+        .subid_range(!cli.no_subid_range);
     if let Some(w) = &cli.work {
         b = b.work_dir(w.clone());
     }

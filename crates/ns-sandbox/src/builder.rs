@@ -98,6 +98,7 @@ impl Sandbox {
             env: Vec::new(),
             host_uid: None,
             best_effort: false,
+            subid_range: true,
             rlimits: Vec::new(),
             landlock: true,
             seccomp: true,
@@ -119,6 +120,7 @@ pub struct SandboxBuilder {
     pub(crate) env: Vec<(OsString, OsString)>,
     pub(crate) host_uid: Option<u32>,
     pub(crate) best_effort: bool,
+    pub(crate) subid_range: bool,
     pub(crate) rlimits: Vec<(Rlimit, u64, u64)>,
     pub(crate) landlock: bool,
     pub(crate) seccomp: bool,
@@ -135,6 +137,7 @@ impl fmt::Debug for SandboxBuilder {
             .field("profile", &self.profile)
             .field("net", &self.net)
             .field("best_effort", &self.best_effort)
+            .field("subid_range", &self.subid_range)
             .finish_non_exhaustive()
     }
 }
@@ -232,6 +235,16 @@ impl SandboxBuilder {
         self.host_uid = Some(uid);
         self
     }
+    /// For an unprivileged caller whose user `/etc/subuid` / `/etc/subgid` grant a range
+    /// (`name:start:count` or `uid:start:count`) and with `newuidmap` / `newgidmap` installed:
+    /// also map ids `1..=count` inside to that range (on by default; no effect for a root
+    /// caller). The report's `uid_map`/`gid_map` show what was applied. A malformed file or a
+    /// failing helper is a setup error, or in best-effort mode a single-id map listed in
+    /// [`Report::missing`](crate::Report::missing).
+    pub fn subid_range(mut self, on: bool) -> Self {
+        self.subid_range = on;
+        self
+    }
     /// Run even if some layer is unavailable; the report lists what is missing.
     pub fn best_effort(mut self, yes: bool) -> Self {
         self.best_effort = yes;
@@ -303,11 +316,21 @@ impl SandboxBuilder {
             report: prep.report.clone(),
             started,
         };
-        if let Err(e) = plan::write_id_maps(pid, &prep.ids) {
-            let reported = child.early_failure(&prep);
-            child.abort();
-            return Err(reported.unwrap_or(e));
+        let applied = match plan::write_id_maps(pid, &prep.ids) {
+            Ok(a) => a,
+            Err(e) => {
+                let reported = child.early_failure(&prep);
+                child.abort();
+                return Err(reported.unwrap_or(e));
+            }
+        };
+        child.report.uid_map = applied.uid_map;
+        child.report.gid_map = applied.gid_map;
+        child.report.setgroups = applied.setgroups;
+        if !applied.subid.is_empty() {
+            child.report.subid = applied.subid;
         }
+        child.report.missing.extend(applied.missing);
         if let Some(hook) = hook
             && let Err(msg) = hook(pid)
         {
@@ -315,7 +338,11 @@ impl SandboxBuilder {
             return Err(Error::Hook(msg));
         }
         // Go: the child proceeds with the rest of the set-up.
-        let go = [1u8];
+        let go = [if applied.clear_groups {
+            sys::GO_CLEAR_GROUPS
+        } else {
+            sys::GO
+        }];
         if let Err(e) = rustix::io::write(&sync_w, &go) {
             let reported = child.early_failure(&prep);
             child.abort();

@@ -69,6 +69,7 @@ mod landlock_rules;
 mod plan;
 mod report;
 mod seccomp;
+mod subid;
 mod sys;
 
 pub use builder::{

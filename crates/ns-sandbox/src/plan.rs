@@ -11,7 +11,8 @@ use std::path::{Component, Path, PathBuf};
 use crate::builder::{Net, Profile, Rlimit, SandboxBuilder};
 use crate::landlock_rules::{Class, Landlock};
 use crate::report::{LandlockReport, Missing, MountReport, Report, RlimitReport};
-use crate::sys::{ChildPlan, ChildRule, Op, Source, step};
+use crate::subid::{self, Found, Grant, Kind};
+use crate::sys::{self, ChildPlan, ChildRule, Op, Source, step};
 use crate::{Error, Layer, seccomp};
 
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin";
@@ -22,6 +23,24 @@ pub(crate) struct Ids {
     pub uid: u32,
     pub gid: u32,
     pub deny_setgroups: bool,
+    /// `/etc/subuid` range mapped with `newuidmap` (unprivileged callers only).
+    pub uid_grant: Option<Grant>,
+    /// `/etc/subgid` range mapped with `newgidmap` (unprivileged callers only).
+    pub gid_grant: Option<Grant>,
+    pub best_effort: bool,
+    /// Why a kind of range is not mapped (no file, no entry, no helper).
+    pub subid_why: Vec<String>,
+}
+
+/// What `write_id_maps` applied, for the report and the child's "go".
+pub(crate) struct Applied {
+    pub uid_map: String,
+    pub gid_map: String,
+    pub setgroups: &'static str,
+    /// newgidmap left `setgroups` allowed: the child clears its supplementary groups.
+    pub clear_groups: bool,
+    pub subid: String,
+    pub missing: Vec<Missing>,
 }
 
 pub(crate) struct Prepared {
@@ -221,6 +240,10 @@ pub(crate) fn prepare(b: &SandboxBuilder) -> Result<Prepared, Error> {
             uid,
             gid,
             deny_setgroups: false,
+            uid_grant: None,
+            gid_grant: None,
+            best_effort: b.best_effort,
+            subid_why: Vec::new(),
         }
     } else {
         if let Some(u) = b.host_uid
@@ -240,11 +263,62 @@ pub(crate) fn prepare(b: &SandboxBuilder) -> Result<Prepared, Error> {
                 reason: format!("cannot map host uid {u} as uid {euid}; mapped the caller instead"),
             });
         }
+        let (mut uid_grant, mut gid_grant) = (None, None);
+        let mut subid_why = Vec::new();
+        if b.subid_range {
+            let pw = sys::passwd_entry(euid);
+            let name = pw.as_ref().map(|(n, _)| n.as_str());
+            for (kind, own) in [(Kind::Uid, euid), (Kind::Gid, egid)] {
+                let grant = match subid::find(kind, name, euid, own) {
+                    Ok(Found::Grant(g)) => Some(g),
+                    Ok(Found::Nothing(why)) => {
+                        subid_why.push(why);
+                        None
+                    }
+                    Err(msg) if !b.best_effort => {
+                        return Err(Error::Layer {
+                            layer: Layer::UserNamespace,
+                            step: format!("{} range for {}", kind.helper(), kind.file()),
+                            source: std::io::Error::other(msg),
+                            cause: Some(
+                                "fix the file or disable the range (subid_range(false), --no-subid-range)",
+                            ),
+                        });
+                    }
+                    Err(msg) => {
+                        missing.push(Missing {
+                            layer: Layer::UserNamespace,
+                            reason: format!("{} range not mapped: {msg}", kind.helper()),
+                        });
+                        None
+                    }
+                };
+                match kind {
+                    Kind::Uid => uid_grant = grant,
+                    Kind::Gid => gid_grant = grant,
+                }
+            }
+        }
         Ids {
             uid: euid,
             gid: egid,
             deny_setgroups: true,
+            uid_grant,
+            gid_grant,
+            best_effort: b.best_effort,
+            subid_why,
         }
+    };
+    let subid_note = if euid == 0 {
+        "not used: a root caller maps one dedicated unprivileged id".to_string()
+    } else if !b.subid_range {
+        "disabled".to_string()
+    } else if ids.uid_grant.is_none() && ids.gid_grant.is_none() {
+        let mut why = ids.subid_why.clone();
+        why.dedup();
+        format!("only the caller's ids are mapped: {}", why.join("; "))
+    } else {
+        "granted; applied after clone".to_string()
     };
 
     // Landlock and seccomp are checked before anything starts.
@@ -758,8 +832,9 @@ pub(crate) fn prepare(b: &SandboxBuilder) -> Result<Prepared, Error> {
         setgroups: if ids.deny_setgroups {
             "deny"
         } else {
-            "supplementary groups cleared; setgroups needs CAP_SETGID, which the program lacks"
+            SETGROUPS_CLEARED
         },
+        subid: subid_note,
         host_uid: ids.uid,
         host_gid: ids.gid,
         hostname: b.hostname.clone(),
@@ -861,14 +936,133 @@ fn write_proc(pid: u32, file: &str, data: &str) -> Result<(), Error> {
     })
 }
 
-/// Writes `setgroups` (unprivileged callers), `uid_map` and `gid_map` of the sandbox's init.
-pub(crate) fn write_id_maps(pid: u32, ids: &Ids) -> Result<(), Error> {
-    if ids.deny_setgroups {
-        write_proc(pid, "setgroups", "deny")?;
+const SETGROUPS_CLEARED: &str =
+    "supplementary groups cleared; setgroups needs CAP_SETGID, which the program lacks";
+
+/// Maps one range with `newuidmap`/`newgidmap`. `Ok(true)`: mapped; `Ok(false)`: the helper
+/// failed in best-effort mode (recorded in `missing`), map the single id instead.
+fn map_range(
+    pid: u32,
+    kind: Kind,
+    own: u32,
+    grant: &Grant,
+    best_effort: bool,
+    missing: &mut Vec<Missing>,
+) -> Result<bool, Error> {
+    match subid::run_helper(grant, pid, own) {
+        Ok(()) => Ok(true),
+        Err(msg) => {
+            let step = format!(
+                "{} {pid} 0 {own} 1 1 {} {}",
+                kind.helper(),
+                grant.start,
+                grant.count
+            );
+            if !best_effort {
+                return Err(Error::Layer {
+                    layer: Layer::UserNamespace,
+                    step,
+                    source: std::io::Error::other(msg),
+                    cause: Some(match kind {
+                        Kind::Uid => "the setuid helper refused the /etc/subuid range",
+                        Kind::Gid => "the setuid helper refused the /etc/subgid range",
+                    }),
+                });
+            }
+            missing.push(Missing {
+                layer: Layer::UserNamespace,
+                reason: format!("{step} failed: {msg}; mapped the caller's id only"),
+            });
+            Ok(false)
+        }
     }
-    write_proc(pid, "uid_map", &format!("0 {} 1\n", ids.uid))?;
-    write_proc(pid, "gid_map", &format!("0 {} 1\n", ids.gid))?;
-    Ok(())
+}
+
+/// Writes the sandbox's `uid_map`, `gid_map` and `setgroups` (an unprivileged caller's
+/// `/etc/subuid` and `/etc/subgid` ranges through `newuidmap`/`newgidmap`).
+pub(crate) fn write_id_maps(pid: u32, ids: &Ids) -> Result<Applied, Error> {
+    let single = |id: u32| format!("0 {id} 1");
+    let mut missing = Vec::new();
+    let mut notes = Vec::new();
+    let uid_ranged = match &ids.uid_grant {
+        Some(g) => map_range(pid, Kind::Uid, ids.uid, g, ids.best_effort, &mut missing)?,
+        None => false,
+    };
+    let uid_map = if uid_ranged {
+        let g = ids
+            .uid_grant
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        notes.push("uid range mapped with newuidmap (/etc/subuid)");
+        format!("{}\n{g}", single(ids.uid))
+    } else {
+        write_proc(pid, "uid_map", &format!("{}\n", single(ids.uid)))?;
+        single(ids.uid)
+    };
+    let gid_ranged = match &ids.gid_grant {
+        Some(g) => map_range(pid, Kind::Gid, ids.gid, g, ids.best_effort, &mut missing)?,
+        None => false,
+    };
+    let (gid_map, setgroups, clear_groups) = if gid_ranged {
+        let g = ids
+            .gid_grant
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        notes.push("gid range mapped with newgidmap (/etc/subgid)");
+        // shadow's newgidmap leaves setgroups allowed for a subgid grant (and deny when it
+        // was denied before): with "allow", the init clears the supplementary groups before
+        // the program runs, and the program never has CAP_SETGID to add any.
+        let path = format!("/proc/{pid}/setgroups");
+        let allowed = std::fs::read_to_string(&path)
+            .map_err(|source| Error::Layer {
+                layer: Layer::IdMap,
+                step: format!("read {path}"),
+                source,
+                cause: None,
+            })?
+            .trim()
+            == "allow";
+        let sg = if allowed {
+            "allow (newgidmap, /etc/subgid grant): supplementary groups cleared before the program runs, which lacks CAP_SETGID"
+        } else {
+            "deny"
+        };
+        (format!("{}\n{g}", single(ids.gid)), sg, allowed)
+    } else {
+        if ids.deny_setgroups {
+            write_proc(pid, "setgroups", "deny")?;
+        }
+        write_proc(pid, "gid_map", &format!("{}\n", single(ids.gid)))?;
+        let sg = if ids.deny_setgroups {
+            "deny"
+        } else {
+            SETGROUPS_CLEARED
+        };
+        (single(ids.gid), sg, false)
+    };
+    let mut notes: Vec<String> = notes.into_iter().map(String::from).collect();
+    if !notes.is_empty() {
+        notes.extend(ids.subid_why.iter().cloned());
+    }
+    let subid = if notes.is_empty() {
+        if ids.uid_grant.is_some() || ids.gid_grant.is_some() {
+            "granted, but newuidmap/newgidmap failed: only the caller's ids are mapped (see missing)".into()
+        } else {
+            String::new()
+        }
+    } else {
+        notes.join("; ")
+    };
+    Ok(Applied {
+        uid_map,
+        gid_map,
+        setgroups,
+        clear_groups,
+        subid,
+        missing,
+    })
 }
 
 /// Turns a child's (step, errno) into an error naming the layer.

@@ -9,12 +9,17 @@ use crate::Layer;
 pub struct Report {
     /// Namespaces the sandbox runs in.
     pub namespaces: Vec<&'static str>,
-    /// The single line written to `/proc/PID/uid_map` (inside outside count).
+    /// The sandbox's `/proc/PID/uid_map` as applied, one `inside outside count` line per
+    /// range: `0 UID 1`, plus `1 START COUNT` when an unprivileged caller's `/etc/subuid`
+    /// range was mapped with `newuidmap`.
     pub uid_map: String,
-    /// The single line written to `/proc/PID/gid_map`.
+    /// The sandbox's `/proc/PID/gid_map` as applied (same format; `/etc/subgid`, `newgidmap`).
     pub gid_map: String,
-    /// `deny` (unprivileged caller) or how supplementary groups were handled (root caller).
+    /// `deny` (unprivileged caller) or how supplementary groups were handled (root caller,
+    /// or a subgid range mapped by `newgidmap`, which leaves `setgroups` allowed).
     pub setgroups: &'static str,
+    /// Subordinate id ranges (`/etc/subuid`, `/etc/subgid`): which were mapped, or why none.
+    pub subid: String,
     /// Host uid the program runs as (uid 0 inside).
     pub host_uid: u32,
     /// Host gid the program runs as (gid 0 inside).

@@ -34,6 +34,11 @@ pub(crate) const MSG_SETUP_FAILED: u32 = 1;
 pub(crate) const MSG_EXEC_FAILED: u32 = 3;
 pub(crate) const MSG_EXITED: u32 = 4;
 
+/// The "go" byte the parent sends once the id maps are written and its hook ran.
+pub(crate) const GO: u8 = 1;
+/// "go", and clear the supplementary groups first (newgidmap left `setgroups` allowed).
+pub(crate) const GO_CLEAR_GROUPS: u8 = 2;
+
 /// Setup steps, sent with `MSG_SETUP_FAILED` so the parent can name the layer.
 /// Values >= `STEP_OP_BASE` are `STEP_OP_BASE + index` into [`ChildPlan::ops`].
 pub(crate) mod step {
@@ -303,7 +308,7 @@ fn child_init(plan: &ChildPlan) -> ! {
     // Raw syscalls, not glibc's wrappers: in a child of a multi-threaded parent, glibc's
     // set*id wrappers try to apply the change to the parent's other threads too (they do not
     // exist here) and wait for them forever.
-    if plan.clear_groups {
+    if plan.clear_groups || go[0] == GO_CLEAR_GROUPS {
         // SAFETY: an empty group list; the pointer is not read when the size is 0.
         let r = unsafe { libc::syscall(libc::SYS_setgroups, 0usize, ptr::null::<libc::gid_t>()) };
         check(r as c_int, st, step::CLEAR_GROUPS);
@@ -922,4 +927,36 @@ pub(crate) fn waitpid_nohang(pid: u32) -> Option<i32> {
     // SAFETY: non-blocking wait for our own child; `status` is a live int.
     let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
     (r == pid).then_some(status)
+}
+
+/// The caller's passwd entry (name, primary gid) through NSS, as `newuidmap` sees it.
+pub(crate) fn passwd_entry(uid: u32) -> Option<(String, u32)> {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // SAFETY: an all-zero `passwd` is a valid value (null pointers, zero ids); it is only
+        // read after getpwuid_r filled it in.
+        let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = ptr::null_mut();
+        // SAFETY: `pw`, `buf` and `result` are live for the call; `buf.len()` is its size.
+        let r = unsafe {
+            libc::getpwuid_r(
+                uid,
+                &mut pw,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if r == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if r != 0 || result.is_null() || pw.pw_name.is_null() {
+            return None;
+        }
+        // SAFETY: getpwuid_r succeeded, so `pw_name` points to a NUL-terminated string inside
+        // `buf`, which is still alive.
+        let name = unsafe { CStr::from_ptr(pw.pw_name) };
+        return Some((name.to_str().ok()?.to_owned(), pw.pw_gid));
+    }
 }
