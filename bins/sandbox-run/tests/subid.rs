@@ -82,6 +82,11 @@ fn dir_owned_by(uid: u32) -> tempfile::TempDir {
 /// Runs `sandbox-run ARGS` as uid 65534 (gid `gid`), with `/etc/subuid` and `/etc/subgid`
 /// replaced by `grant` in a private mount namespace (`None`: the host's `/etc` as it is).
 fn run(grant: Option<(&str, &str)>, gid: u32, args: &[&str]) -> Output {
+    run_with_groups(grant, gid, "--clear-groups", args)
+}
+
+/// [`run`] with `setpriv`'s supplementary-groups option (`--clear-groups`, `--groups=…`).
+fn run_with_groups(grant: Option<(&str, &str)>, gid: u32, groups: &str, args: &[&str]) -> Output {
     let overlay = tempfile::tempdir().expect("overlay dir");
     let (upper, scratch) = (overlay.path().join("upper"), overlay.path().join("work"));
     std::fs::create_dir_all(&upper).expect("upper");
@@ -102,7 +107,7 @@ fn run(grant: Option<(&str, &str)>, gid: u32, args: &[&str]) -> Output {
     c.arg("setpriv")
         .arg(format!("--reuid={NOBODY}"))
         .arg(format!("--regid={gid}"))
-        .arg("--clear-groups")
+        .arg(groups)
         .arg(binary())
         .args(args)
         .stdin(Stdio::null());
@@ -148,6 +153,11 @@ struct Probe {
 /// Runs [`PROBE`] in a sandbox whose work dir holds `x` (owned by 65534) and `y` (owned by
 /// host uid/gid 200999, i.e. 1000 inside when the range is mapped).
 fn probe(grant: Option<(&str, &str)>, extra: &[&str]) -> Probe {
+    probe_with_groups(grant, "--clear-groups", extra)
+}
+
+/// [`probe`] with `setpriv`'s supplementary-groups option.
+fn probe_with_groups(grant: Option<(&str, &str)>, groups: &str, extra: &[&str]) -> Probe {
     let work = dir_owned_by(NOBODY);
     let rdir = dir_owned_by(NOBODY);
     for (name, id) in [("x", NOBODY), ("y", 200_999)] {
@@ -163,7 +173,7 @@ fn probe(grant: Option<(&str, &str)>, extra: &[&str]) -> Probe {
     let mut args = vec!["--profile", "shell", "--work", &w, "--report", &r];
     args.extend_from_slice(extra);
     args.extend(["--", "/bin/sh", "-c", PROBE]);
-    let o = run(grant, NOBODY, &args);
+    let o = run_with_groups(grant, NOBODY, groups, &args);
     let report = std::fs::read_to_string(&report)
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok())
@@ -222,6 +232,21 @@ fn a_granted_range_is_mapped_with_newuidmap() {
     let sg = p.report["setgroups"].as_str().unwrap_or_default();
     assert!(sg.starts_with("allow") && sg.contains("cleared"), "{sg}");
     assert_eq!(p.report["missing"], serde_json::json!([]));
+
+    // A caller with supplementary groups: newgidmap leaves setgroups allowed, and the init
+    // drops the groups before the program runs (with `deny` they would stay, unchangeable).
+    let p = probe_with_groups(Some((GRANT_UID, GRANT_GID)), "--groups=4000,4001", &[]);
+    assert_eq!(p.code, Some(0), "{}", p.stderr);
+    assert_eq!((p.read)("setgroups"), "allow");
+    assert_eq!((p.read)("groups"), "Groups:");
+    let p = probe_with_groups(Some(("", "")), "--groups=4000,4001", &[]);
+    assert_eq!(p.code, Some(0), "{}", p.stderr);
+    assert_eq!((p.read)("setgroups"), "deny");
+    assert_eq!(
+        (p.read)("groups"),
+        "Groups:\t65534 65534",
+        "the caller's, unmapped"
+    );
 }
 
 /// A grant (subuid, subgid), extra flags, what the report's `subid` says.

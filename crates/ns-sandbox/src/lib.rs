@@ -5,7 +5,8 @@
 //!
 //! - **Namespaces**: user, mount, PID, network, IPC, UTS and cgroup. The program sees uid 0;
 //!   outside it is an unprivileged host uid (the caller, or a dedicated uid when the caller
-//!   is root). PID 1 inside is a tiny init that reaps and forwards signals.
+//!   is root; an unprivileged caller also maps its `/etc/subuid` range through `newuidmap`
+//!   where one is granted, see [`SandboxBuilder::subid_range`]). PID 1 inside is a tiny init that reaps and forwards signals.
 //! - **Filesystem**: a size-limited tmpfs as root (`pivot_root`, old root detached), read-only
 //!   binds from a [`Profile`] and [`SandboxBuilder::ro_bind`], one read-write work dir at
 //!   `/work`, a fresh `/proc`, a minimal `/dev`, `/tmp` on the ramdisk; nosuid/nodev.
