@@ -316,6 +316,9 @@ pub(crate) fn prepare(b: &SandboxBuilder) -> Result<Prepared, Error> {
     } else if ids.uid_grant.is_none() && ids.gid_grant.is_none() {
         let mut why = ids.subid_why.clone();
         why.dedup();
+        if why.is_empty() {
+            why.push("see missing".into());
+        }
         format!("only the caller's ids are mapped: {}", why.join("; "))
     } else {
         "granted; applied after clone".to_string()
