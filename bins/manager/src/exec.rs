@@ -240,9 +240,10 @@ pub fn run(globals: &crate::Globals, args: ExecArgs) -> ExitCode {
     // 5. The program.
     let mut command = Command::new(&argv[0]);
     command.args(&argv[1..]);
-    for source in specs.values() {
-        if let SecretSource::Env(var) = source {
-            // The secret's own variable never reaches the program's environ.
+    for spec in &args.secrets {
+        if let SecretSource::Env(var) = &spec.source {
+            // The secret's own variable never reaches the program's environ, even when no
+            // `{secret:NAME}` uses it.
             command.env_remove(var);
         }
     }
@@ -438,6 +439,8 @@ impl Watchdog {
         let mut command = Command::new(exe);
         command
             .arg("__watchdog")
+            // The watchdog is not hardened (dumpable): its environ must not carry `env:` secrets.
+            .env_clear()
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .process_group(0);

@@ -9,7 +9,7 @@
 //!
 //! Protocol on stdin: `pgid <N>\n` once the program runs, then `done\n` when `manager` has
 //! reaped it (the watchdog just exits), or EOF when `manager` died (kill the group).
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write as _};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -41,7 +41,9 @@ pub fn run(_args: WatchdogArgs) -> ExitCode {
         }
     }
     if let Some(pgid) = pgid {
-        eprintln!(
+        // Never `eprintln!`: it panics when stderr is gone (EPIPE), and then nobody kills the group.
+        let _ = writeln!(
+            std::io::stderr(),
             "manager: watchdog: manager died; killing process group {}",
             pgid.as_raw_nonzero()
         );

@@ -482,3 +482,109 @@ fn doctor_reports_every_check_as_json() {
     assert_eq!(output.status.code(), Some(if failed { 1 } else { 0 }));
     assert_eq!(json["ok"], !failed);
 }
+
+/// The pid of `manager __watchdog` started by the manager `parent`.
+fn watchdog_of(parent: u32) -> u32 {
+    let mut found = None;
+    wait_for("the watchdog process", Duration::from_secs(10), || {
+        found = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .find(|&pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let ppid = stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .nth(1);
+                ppid == Some(parent.to_string().as_str())
+                    && proc_file_contains(pid, "cmdline", b"__watchdog")
+            });
+        found.is_some()
+    });
+    found.unwrap()
+}
+
+#[test]
+fn a_secret_given_but_not_used_still_never_reaches_the_program_environ() {
+    let env = Env::new();
+    let mut command = env.manager();
+    command.env("UNUSED_SECRET", "unused-secret-value").args([
+        "exec",
+        "--secret",
+        "x=env:UNUSED_SECRET",
+        "--",
+        "sh",
+        "-c",
+        "printf %s \"${UNUSED_SECRET-unset}\"",
+    ]);
+    let output = run(command);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "unset");
+}
+
+#[test]
+fn the_watchdog_does_not_carry_an_env_secret_in_its_environ() {
+    let env = Env::new();
+    let secret = "watchdog-must-not-see-this";
+    let pid_file = env.path("pid");
+    let mut command = env.manager();
+    command
+        .env("WD_SECRET", secret)
+        .args(["exec", "--secret", "t=env:WD_SECRET", "--", "sh", "-c"])
+        .arg(format!(
+            "cat \"$1\" > /dev/null; echo $$ > {}; sleep 30",
+            pid_file.display()
+        ))
+        .arg("sh")
+        .arg("{secret:t}");
+    let mut manager = command.spawn().unwrap();
+    read_pid(&pid_file);
+    // The watchdog is exec'd fresh and is not hardened (dumpable): its environ is readable by
+    // every process of the same uid, so it must not hold the secret.
+    let watchdog = watchdog_of(manager.id());
+    let leaked = proc_file_contains(watchdog, "environ", secret.as_bytes());
+    kill(&mut manager);
+    assert!(!leaked, "the watchdog's environ holds the env: secret");
+}
+
+#[test]
+fn a_watchdog_whose_stderr_is_gone_still_kills_the_group_when_the_manager_dies() {
+    let env = Env::new();
+    let pids = env.path("pids");
+    let mut command = env.manager();
+    command
+        .args(["exec", "--", "sh", "-c"])
+        .arg(format!(
+            "sleep 300 & echo $! > {p}.bg; echo $$ > {p}; wait",
+            p = pids.display()
+        ))
+        .stderr(Stdio::piped());
+    let mut manager = command.spawn().unwrap();
+    let shell = read_pid(&pids);
+    let background = read_pid(&env.path("pids.bg"));
+    // Whoever read the manager's stderr (a log pipe) is gone: writes to it fail with EPIPE.
+    drop(manager.stderr.take());
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(manager.id() as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    manager.wait().unwrap();
+    let start = Instant::now();
+    while (pid_alive(shell) || pid_alive(background)) && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let survived = pid_alive(background);
+    if survived {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(background as i32).unwrap(),
+            rustix::process::Signal::KILL,
+        );
+    }
+    assert!(
+        !survived,
+        "the program's background child outlived a SIGKILLed manager"
+    );
+}
