@@ -292,7 +292,11 @@ pub fn run(globals: &crate::Globals, args: ExecArgs) -> ExitCode {
             .spawn(move || {
                 let reason = signal.wait();
                 lost.store(true, Ordering::SeqCst);
-                eprintln!("manager: lost the lock ({reason}); stopping the program");
+                // Not `eprintln!`: it panics when stderr is gone (EPIPE), before the stop.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "manager: lost the lock ({reason}); stopping the program"
+                );
                 stop_group(child_pid, LEFTOVER_GRACE);
             });
         if let Err(err) = spawned {
@@ -306,16 +310,20 @@ pub fn run(globals: &crate::Globals, args: ExecArgs) -> ExitCode {
     let status = wait_for(&mut child);
     cancel.store(true, Ordering::SeqCst);
     for (name, handle) in senders {
-        match handle.join() {
-            Ok(Ok(())) => {}
+        // Warnings go out with `writeln!`, not `eprintln!`: a closed stderr (EPIPE) must not
+        // panic here and turn the program's exit code into 101.
+        let warning = match handle.join() {
+            Ok(Ok(())) => continue,
             Ok(Err(SecretError::NoReader { .. } | SecretError::Cancelled { .. })) => {
-                eprintln!(
-                    "manager: warning: secret {name:?} was never read by the program; its FIFO was removed"
-                );
+                " was never read by the program; its FIFO was removed".to_owned()
             }
-            Ok(Err(err)) => eprintln!("manager: warning: secret {name:?}: {err}"),
-            Err(_) => eprintln!("manager: warning: secret {name:?}: sender thread panicked"),
-        }
+            Ok(Err(err)) => format!(": {err}"),
+            Err(_) => ": sender thread panicked".to_owned(),
+        };
+        let _ = writeln!(
+            std::io::stderr(),
+            "manager: warning: secret {name:?}{warning}"
+        );
     }
     if rustix::process::test_kill_process_group(child_pid).is_ok() {
         tracing::warn!("the program left processes behind; stopping its process group");

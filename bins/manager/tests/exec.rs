@@ -588,3 +588,144 @@ fn a_watchdog_whose_stderr_is_gone_still_kills_the_group_when_the_manager_dies()
         "the program's background child outlived a SIGKILLed manager"
     );
 }
+
+/// A real single-member etcd on loopback (killed on drop), or `None` with a SKIP note.
+struct LoopbackEtcd {
+    child: Child,
+    endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for LoopbackEtcd {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
+impl LoopbackEtcd {
+    fn start() -> Option<Self> {
+        let bin = std::env::var_os("SINGLETON_LOCK_TEST_ETCD")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/usr/bin/etcd"));
+        if !bin.exists() {
+            eprintln!(
+                "SKIP: no etcd at {} (run `bash .ci/install`)",
+                bin.display()
+            );
+            return None;
+        }
+        let port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let client = format!("http://127.0.0.1:{}", port());
+        let peer = format!("http://127.0.0.1:{}", port());
+        let child = Command::new(bin)
+            .args(["--name", "m0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &format!("m0={peer}")])
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let etcd = LoopbackEtcd {
+            child,
+            endpoint: client,
+            _dir: dir,
+        };
+        wait_for("etcd to be healthy", Duration::from_secs(30), || {
+            etcd.etcdctl(&["endpoint", "health"]).status.success()
+        });
+        Some(etcd)
+    }
+
+    fn etcdctl(&self, args: &[&str]) -> Output {
+        Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoint))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+#[test]
+fn a_lost_lock_stops_the_program_even_when_stderr_is_gone() {
+    let Some(etcd) = LoopbackEtcd::start() else {
+        return;
+    };
+    let env = Env::new();
+    let pid_file = env.path("pid");
+    let mut command = Command::new(MANAGER);
+    command
+        .args(["--lock-backend", "etcd", "--lock-ttl", "3s"])
+        .args(["--etcd-endpoints", &etcd.endpoint, "--lock-name", "gone"])
+        .args(["exec", "--", "sh", "-c"])
+        .arg(format!("echo $$ > {}; exec sleep 60", pid_file.display()))
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut manager = command.spawn().unwrap();
+    let program = read_pid(&pid_file);
+    // Whoever read the manager's stderr (a log pipe) is gone: writes to it fail with EPIPE.
+    drop(manager.stderr.take());
+    let deleted = etcd.etcdctl(&["del", "--prefix", "/singleton-lock/gone/"]);
+    assert!(deleted.status.success());
+    let start = Instant::now();
+    while pid_alive(program) && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let survived = pid_alive(program);
+    kill(&mut manager);
+    if survived {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(program as i32).unwrap(),
+            rustix::process::Signal::KILL,
+        );
+    }
+    assert!(
+        !survived,
+        "the program kept running after the lock was lost"
+    );
+}
+
+#[test]
+fn the_program_code_is_returned_even_when_stderr_is_gone() {
+    let env = Env::new();
+    let mut command = env.manager();
+    command
+        .env("UNREAD2", "never-read")
+        .args(["exec", "--secret", "x=env:UNREAD2", "--", "sh", "-c"])
+        .arg("read line; exit 5")
+        .arg("sh")
+        .arg("{secret:x}")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut manager = command.spawn().unwrap();
+    // Whoever read the manager's stderr is gone before it warns about the unread secret.
+    drop(manager.stderr.take());
+    manager.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let status = manager.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(5),
+        "a warning must not change the exit code"
+    );
+}
