@@ -32,8 +32,10 @@ pub struct ExecArgs {
     /// A secret for the program: NAME=SOURCE, where SOURCE is env:VAR | file:PATH | stdin |
     /// prompt | cmd:PROGRAM ARG… (no shell). `{secret:NAME}` in the program's arguments becomes
     /// the path of a FIFO that streams the secret once. Repeatable.
-    #[arg(long = "secret", value_name = "NAME=SOURCE", value_parser = parse_secret_spec)]
-    secrets: Vec<SecretSpec>,
+    // Parsed in `run`, not by clap: clap's error would repeat the value, which may be a secret
+    // pasted in place of its source.
+    #[arg(long = "secret", value_name = "NAME=SOURCE")]
+    secrets: Vec<String>,
     /// How long each FIFO waits for the program to open it (it is removed after, with a warning).
     #[arg(long, value_name = "DUR", default_value = "60s", value_parser = crate::parse_duration)]
     secret_timeout: Duration,
@@ -123,8 +125,15 @@ fn substitute(arg: &OsStr, paths: &BTreeMap<String, OsString>) -> OsString {
 /// Runs `manager exec`.
 pub fn run(globals: &crate::Globals, args: ExecArgs) -> ExitCode {
     // 1. Check the command line completely before any side effect.
+    let mut all_specs = Vec::new();
+    for text in &args.secrets {
+        match parse_secret_spec(text) {
+            Ok(spec) => all_specs.push(spec),
+            Err(message) => return fail(exit::USAGE, format_args!("--secret: {message}")),
+        }
+    }
     let mut specs: BTreeMap<String, SecretSource> = BTreeMap::new();
-    for spec in &args.secrets {
+    for spec in &all_specs {
         if specs
             .insert(spec.name.clone(), spec.source.clone())
             .is_some()
@@ -240,7 +249,7 @@ pub fn run(globals: &crate::Globals, args: ExecArgs) -> ExitCode {
     // 5. The program.
     let mut command = Command::new(&argv[0]);
     command.args(&argv[1..]);
-    for spec in &args.secrets {
+    for spec in &all_specs {
         if let SecretSource::Env(var) = &spec.source {
             // The secret's own variable never reaches the program's environ, even when no
             // `{secret:NAME}` uses it.

@@ -729,3 +729,22 @@ fn the_program_code_is_returned_even_when_stderr_is_gone() {
         "a warning must not change the exit code"
     );
 }
+
+#[test]
+fn a_secret_pasted_in_place_of_its_source_is_not_echoed_on_stderr() {
+    let env = Env::new();
+    for spec in [
+        "API_KEY=sk-live-0123456789",
+        "k=env:API_KEY=sk-live-0123456789",
+    ] {
+        let mut command = env.manager();
+        command.args(["exec", "--secret", spec, "--", "true"]);
+        let output = run(command);
+        assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+        assert!(
+            !stderr(&output).contains("sk-live-0123456789"),
+            "{spec}: {}",
+            stderr(&output)
+        );
+    }
+}

@@ -141,8 +141,12 @@ impl FromStr for SecretSource {
                     format!("variable name longer than {MAX_VAR_NAME} bytes"),
                 ));
             }
-            if var.contains('=') {
-                return Err(bad(s, "variable name contains '='"));
+            if let Some((name, _)) = var.split_once('=') {
+                // `env:NAME=VALUE`: the value may be the secret itself. Never repeat it.
+                return Err(bad(
+                    &format!("env:{name}="),
+                    "variable name contains '=' (what follows it is not shown)",
+                ));
             }
             return Ok(Self::Env(var.to_owned()));
         }

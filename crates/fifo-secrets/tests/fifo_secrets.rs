@@ -949,6 +949,16 @@ mod parse {
     }
 
     #[test]
+    fn a_pasted_env_assignment_does_not_echo_its_value() {
+        let err = "env:API_KEY=sk-live-0123456789"
+            .parse::<SecretSource>()
+            .unwrap_err();
+        assert!(!err.to_string().contains("sk-live"), "{err}");
+        assert!(!format!("{err:?}").contains("sk-live"));
+        assert!(err.to_string().contains("API_KEY"), "{err}");
+    }
+
+    #[test]
     fn long_specs_are_cut_in_errors() {
         let spec = format!("env:{}", "A".repeat(10_000));
         let err = spec.parse::<SecretSource>().unwrap_err();
