@@ -21,7 +21,7 @@ use fifo_secrets::{SecretBytes, SecretDir, SecretError, SecretFifo, SecretSource
 use rustix::process::{Pid, Signal};
 
 use crate::exit::{self, fail};
-use crate::watchdog::kill_group_and_wait;
+use crate::watchdog::{kill_group_and_wait, reap_group};
 
 /// How long leftovers of the program's group get between SIGTERM and SIGKILL.
 const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
@@ -334,6 +334,7 @@ pub fn run(globals: &crate::Globals, args: ExecArgs) -> ExitCode {
             "manager: warning: secret {name:?}{warning}"
         );
     }
+    reap_group(child_pid);
     if rustix::process::test_kill_process_group(child_pid).is_ok() {
         tracing::warn!("the program left processes behind; stopping its process group");
         stop_group(child_pid, LEFTOVER_GRACE);
@@ -372,6 +373,7 @@ fn stop_group(pgid: Pid, grace: Duration) {
     }
     let deadline = std::time::Instant::now() + grace;
     while std::time::Instant::now() < deadline {
+        reap_group(pgid);
         if rustix::process::test_kill_process_group(pgid).is_err() {
             return;
         }

@@ -57,10 +57,18 @@ fn ignored_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false))
 }
 
+/// Reaps the group's zombies that are our own children. Orphans become our children only when
+/// `manager` is PID 1 (a container entrypoint) or a subreaper; unreaped, a zombie keeps the group
+/// "alive" for `kill(-pgid)` and every wait for it to empty runs to its timeout.
+pub fn reap_group(pgid: Pid) {
+    while let Ok(Some(_)) = rustix::process::waitpgid(pgid, rustix::process::WaitOptions::NOHANG) {}
+}
+
 /// SIGKILLs every process of the group and waits (bounded) until none is left.
 pub fn kill_group_and_wait(pgid: Pid, timeout: Duration) -> bool {
     let start = Instant::now();
     loop {
+        reap_group(pgid);
         if let Err(rustix::io::Errno::SRCH) =
             rustix::process::kill_process_group(pgid, Signal::KILL)
         {

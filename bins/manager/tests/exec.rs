@@ -748,3 +748,32 @@ fn a_secret_pasted_in_place_of_its_source_is_not_echoed_on_stderr() {
         );
     }
 }
+
+#[test]
+fn as_pid_1_of_a_container_leftovers_that_exited_do_not_stall_the_exit() {
+    // A container entrypoint is PID 1: orphans are reparented to it and stay zombies (still
+    // members of the group) until it reaps them.
+    let probe = Command::new("unshare")
+        .args(["-fp", "--mount-proc", "true"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        println!("SKIP: cannot create a PID namespace with unshare(1) here");
+        return;
+    }
+    let env = Env::new();
+    let start = Instant::now();
+    let output = Command::new("unshare")
+        .args(["-fp", "--mount-proc", MANAGER, "--lock-file"])
+        .arg(env.lock())
+        .args(["exec", "--", "sh", "-c", "sleep 0.1 & exit 3"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "took {:?}: {}",
+        start.elapsed(),
+        stderr(&output)
+    );
+}
