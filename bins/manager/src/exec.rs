@@ -317,6 +317,10 @@ pub fn run(globals: &crate::Globals, args: ExecArgs) -> ExitCode {
     }
 
     let status = wait_for(&mut child);
+    // Take the terminal back first: with `stty tostop` any warning below would stop us.
+    if let Some(terminal) = terminal {
+        terminal.take_back();
+    }
     cancel.store(true, Ordering::SeqCst);
     for (name, handle) in senders {
         // Warnings go out with `writeln!`, not `eprintln!`: a closed stderr (EPIPE) must not
@@ -340,9 +344,6 @@ pub fn run(globals: &crate::Globals, args: ExecArgs) -> ExitCode {
         stop_group(child_pid, LEFTOVER_GRACE);
     }
     watchdog.finish();
-    if let Some(terminal) = terminal {
-        terminal.take_back();
-    }
     drop(dir);
     drop(held);
     if lost.load(Ordering::SeqCst) {

@@ -1,5 +1,6 @@
 //! The documented exit codes of `manager`, and the one-line error convention.
 use std::fmt::Display;
+use std::io::Write as _;
 use std::process::ExitCode;
 
 /// Generic failure.
@@ -13,7 +14,8 @@ pub const LOCK_LOST: u8 = 4;
 
 /// Prints one clear line on stderr and returns the exit code.
 pub fn fail(code: u8, message: impl Display) -> ExitCode {
-    eprintln!("manager: {message}");
+    // Never eprintln!: with stderr closed or full it panics and the exit code becomes 101.
+    let _ = writeln!(std::io::stderr(), "manager: {message}");
     ExitCode::from(code)
 }
 

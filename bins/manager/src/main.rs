@@ -84,8 +84,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     name = "manager",
     version,
     about = "The orchestration manager: singleton lock, secrets through FIFOs, tailnet, intents",
-    after_help = "Exit codes: 0 success (exec: the program's own code, 128+N if killed by signal N), \
-1 error, 2 usage, 3 another instance holds the lock, 4 the lock was lost while the program ran."
+    after_help = "Exit codes: 0 success (exec: the program's own code, 128+N if killed by signal N, \
+126 not executable, 127 not found, 130 Ctrl-C at a secret prompt), 1 error, 2 usage, 3 another \
+instance holds the lock, 4 the lock was lost while the program ran (the program was stopped)."
 )]
 struct Cli {
     #[command(flatten)]

@@ -777,3 +777,25 @@ fn as_pid_1_of_a_container_leftovers_that_exited_do_not_stall_the_exit() {
         stderr(&output)
     );
 }
+
+#[test]
+fn exit_codes_hold_when_stderr_cannot_be_written() {
+    // /dev/full fails every write with ENOSPC: the message is lost, the code must not be.
+    let env = Env::new();
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let mut command = env.manager();
+    command
+        .args(["exec", "--", "echo", "{secret:undefined}"])
+        .stderr(full());
+    assert_eq!(run(command).status.code(), Some(2));
+    let mut command = env.manager();
+    command
+        .args(["exec", "--", "/nonexistent/program"])
+        .stderr(full());
+    assert_eq!(run(command).status.code(), Some(127));
+}
