@@ -199,19 +199,21 @@ fn run(cli: &Cli, started: Instant) -> (u8, serde_json::Value) {
     let mut report = serde_json::to_value(child.report()).unwrap_or_default();
     let wall = started.elapsed().as_millis() as u64;
     let (code, outcome_json) = match outcome {
+        // Also when the killed init could not be waited for (a parent that ignores SIGCHLD
+        // makes the kernel reap it on its own): the sandbox was killed all the same.
+        _ if timed_out => {
+            eprintln!(
+                "sandbox-run: timed out after {}; the sandbox was killed",
+                humantime::format_duration(cli.timeout.unwrap_or_default())
+            );
+            (EXIT_TIMEOUT, serde_json::json!({"result": "timeout"}))
+        }
         Err(e) => {
             eprintln!("sandbox-run: {e}");
             (
                 EXIT_SETUP_FAILED,
                 serde_json::json!({"result": "error", "error": e.to_string()}),
             )
-        }
-        Ok(_) if timed_out => {
-            eprintln!(
-                "sandbox-run: timed out after {}; the sandbox was killed",
-                humantime::format_duration(cli.timeout.unwrap_or_default())
-            );
-            (EXIT_TIMEOUT, serde_json::json!({"result": "timeout"}))
         }
         Ok(o) if oom_killed && o != Outcome::Exited(0) => {
             eprintln!("sandbox-run: the program was killed by the OOM killer (--memory)");

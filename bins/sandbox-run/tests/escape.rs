@@ -1110,3 +1110,54 @@ fn failures_inside_the_sandbox_name_their_layer() {
         assert!(!Path::new(&marker).exists(), "{layer}: the program ran");
     }
 }
+
+/// Runs sandbox-run with SIGCHLD ignored, as a parent that ignores SIGCHLD leaves it (Linux
+/// keeps that disposition across execve, and `clone` copies it into the sandbox's init).
+fn run_with_sigchld_ignored(args: &[&str]) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(binary());
+    c.args(args).stdin(Stdio::null());
+    // SAFETY: between fork and exec the closure only calls signal(2), which is
+    // async-signal-safe.
+    #[allow(unsafe_code)]
+    unsafe {
+        c.pre_exec(|| {
+            libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    c.output().expect("run")
+}
+
+#[test]
+fn an_inherited_ignored_sigchld_neither_hangs_nor_changes_the_exit_code() {
+    // The program exits 3: sandbox-run must report 3 right away (before the fix, init never
+    // saw the program exit, and only --timeout ended the run).
+    let started = Instant::now();
+    let o = run_with_sigchld_ignored(&[
+        "--timeout",
+        "20s",
+        "--profile",
+        "shell",
+        "--",
+        "/bin/sh",
+        "-c",
+        "exit 3",
+    ]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "hung until the timeout"
+    );
+    // A timeout is still 124 when our own init is reaped by the kernel on its own.
+    let o = run_with_sigchld_ignored(&[
+        "--timeout",
+        "300ms",
+        "--profile",
+        "shell",
+        "--",
+        "/bin/sleep",
+        "30",
+    ]);
+    assert_eq!(code(&o), 124, "{}", stderr(&o));
+}

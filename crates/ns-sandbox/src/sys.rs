@@ -354,6 +354,10 @@ fn child_init(plan: &ChildPlan) -> ! {
     );
     setup_mounts(plan);
 
+    // A caller that ignores SIGCHLD (inherited across execve, copied by clone) would make the
+    // kernel reap the program silently: no SIGCHLD, no status, init waiting forever.
+    // SAFETY: resets one signal to its default disposition; no handler pointer involved.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
     // Block every signal before forking: init takes them with sigwaitinfo; the program unblocks.
     // SAFETY: `set` is a live sigset_t initialised by sigfillset before use.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
