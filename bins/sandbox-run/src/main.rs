@@ -215,7 +215,10 @@ fn run(cli: &Cli, started: Instant) -> (u8, serde_json::Value) {
                 serde_json::json!({"result": "error", "error": e.to_string()}),
             )
         }
-        Ok(o) if oom_killed && o != Outcome::Exited(0) => {
+        // The program itself (or the shell it ran, 128+9) died of the OOM killer. A program
+        // that exits on its own keeps its code even when something else in the group was
+        // OOM-killed; the report's cgroup section still says oom_killed.
+        Ok(o) if oom_killed && matches!(o, Outcome::Signaled(9) | Outcome::Exited(137)) => {
             eprintln!("sandbox-run: the program was killed by the OOM killer (--memory)");
             (
                 EXIT_OOM,

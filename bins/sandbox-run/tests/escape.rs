@@ -951,6 +951,27 @@ fn cgroup_limits_oom_and_pids_are_enforced_and_cleaned_up() {
     assert_eq!(r["cgroup"]["oom_killed"], true);
     assert_eq!(r["cgroup"]["limits"]["memory_max_bytes"], 64 << 20);
 
+    // A child of the program is OOM-killed but the program exits on its own: its code stands.
+    let o = run(
+        Who::Caller,
+        &[
+            "--memory",
+            "64M",
+            "--report",
+            "-",
+            "--profile",
+            "python",
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            "import subprocess, sys\nsubprocess.run([sys.executable, '-c', 'x = bytearray(256 << 20)'])\nsys.exit(3)",
+        ],
+    );
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(r["outcome"]["result"], "exited", "{r}");
+    assert_eq!(r["cgroup"]["oom_killed"], true, "{r}");
+
     // A fork bomb under --pids 16 is contained (fork fails inside), the host is unaffected.
     let dir = tempfile::tempdir().expect("tempdir");
     let report = dir.path().join("r.json");
