@@ -190,3 +190,38 @@ fn etcd_backend_unreachable_cluster_is_a_clear_error() {
     command.args(["--lock-backend", "etcd", "exec", "--", "true"]);
     assert_eq!(command.output().unwrap().status.code(), Some(2));
 }
+
+#[test]
+fn a_lost_lock_stops_the_program_even_when_stderr_is_gone() {
+    let Some(etcd) = Etcd::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    let mut command = etcd.manager("gone");
+    command
+        .args(["exec", "--", "sh", "-c"])
+        .arg(format!("echo $$ > {}; exec sleep 60", pid_file.display()))
+        .stderr(Stdio::piped());
+    let mut manager = command.spawn().unwrap();
+    let program = read_pid(&pid_file);
+    // Whoever read the manager's stderr (a log pipe) is gone: writes to it fail with EPIPE.
+    drop(manager.stderr.take());
+    let deleted = etcd.etcdctl(&["del", "--prefix", "/singleton-lock/gone/"]);
+    assert!(deleted.status.success());
+    let start = Instant::now();
+    while pid_alive(program) && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let survived = pid_alive(program);
+    let _ = manager.kill();
+    let _ = manager.wait();
+    if survived {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(program as i32).unwrap(),
+            rustix::process::Signal::KILL,
+        );
+    }
+    assert!(
+        !survived,
+        "the program kept running after the lock was lost"
+    );
+}
