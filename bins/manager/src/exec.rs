@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use fifo_secrets::{SecretBytes, SecretDir, SecretError, SecretFifo, SecretSource, SendOptions};
+use fifo_secrets::{
+    ReadOptions, SecretBytes, SecretDir, SecretError, SecretFifo, SecretSource, SendOptions,
+};
 use rustix::process::{Pid, Signal};
 
 use crate::exit::{self, fail};
@@ -186,8 +188,19 @@ pub fn run(globals: &crate::Globals, args: ExecArgs) -> ExitCode {
 
     // 3. Secrets into protected memory, FIFOs in a private RAM-backed dir.
     let mut secrets: Vec<(String, SecretBytes)> = Vec::new();
+    // A `cmd:` helper must not see the other secrets' `env:` variables.
+    let read_options = ReadOptions {
+        cmd_env_remove: all_specs
+            .iter()
+            .filter_map(|spec| match &spec.source {
+                SecretSource::Env(var) => Some(var.clone()),
+                _ => None,
+            })
+            .collect(),
+        ..ReadOptions::default()
+    };
     for (name, source) in &specs {
-        match source.read() {
+        match source.read_with(&read_options) {
             Ok(bytes) => secrets.push((name.clone(), bytes)),
             // Ctrl-C at a prompt: the shell convention for SIGINT.
             Err(err @ SecretError::Interrupted { .. }) => {

@@ -682,3 +682,41 @@ fn exit_codes_hold_when_stderr_cannot_be_written() {
         .stderr(full());
     assert_eq!(run(command).status.code(), Some(127));
 }
+
+#[test]
+fn a_cmd_secret_helper_never_sees_another_secrets_env_variable() {
+    // `cmd:env` makes the helper's whole environment the secret; the program writes it out.
+    let env = Env::new();
+    let out = env.path("out");
+    let mut command = env.manager();
+    command
+        .env("OTHER_TOKEN", "other-secret-value")
+        .args([
+            "exec",
+            "--secret",
+            "a=env:OTHER_TOKEN",
+            "--secret",
+            "b=cmd:env",
+        ])
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "cat \"$1\" > \"$2\"; cat \"$3\" > /dev/null",
+        ])
+        .args(["sh", "{secret:b}"])
+        .arg(&out)
+        .arg("{secret:a}");
+    let output = run(command);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let seen = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        seen.contains("PATH="),
+        "the helper's environment was captured: {seen}"
+    );
+    assert!(
+        !seen.contains("other-secret-value"),
+        "cmd: helper saw another secret"
+    );
+    assert!(!seen.contains("OTHER_TOKEN"));
+}

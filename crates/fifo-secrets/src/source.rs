@@ -89,6 +89,11 @@ pub struct ReadOptions {
     pub trim_trailing_newline: bool,
     /// Accept an empty secret (default false: [`SecretError::Empty`]).
     pub allow_empty: bool,
+    /// Environment variables removed from a `cmd:` program's environment (default none).
+    ///
+    /// A caller that holds other secrets in `env:` variables lists them here, so a helper such
+    /// as `cmd:bw get password x` never sees them.
+    pub cmd_env_remove: Vec<String>,
 }
 
 impl Default for ReadOptions {
@@ -99,6 +104,7 @@ impl Default for ReadOptions {
             tty_path: PathBuf::from("/dev/tty"),
             trim_trailing_newline: false,
             allow_empty: false,
+            cmd_env_remove: Vec::new(),
         }
     }
 }
@@ -245,7 +251,9 @@ impl SecretSource {
                 read_fd(stdin.as_fd(), Path::new("<stdin>"), opts.max_bytes)?
             }
             Self::Prompt => return finish(self, read_prompt(opts)?, opts),
-            Self::Cmd { program, args } => read_cmd(program, args, opts.max_bytes)?,
+            Self::Cmd { program, args } => {
+                read_cmd(program, args, opts.max_bytes, &opts.cmd_env_remove)?
+            }
         };
         if opts.trim_trailing_newline {
             trim_newline(&mut buf);
@@ -318,8 +326,17 @@ fn read_file(path: &Path, limit: usize) -> Result<SecretBuf, SecretError> {
     read_fd(fd.as_fd(), path, limit)
 }
 
-fn read_cmd(program: &str, args: &[String], limit: usize) -> Result<SecretBuf, SecretError> {
-    let mut child = Command::new(program)
+fn read_cmd(
+    program: &str,
+    args: &[String],
+    limit: usize,
+    env_remove: &[String],
+) -> Result<SecretBuf, SecretError> {
+    let mut command = Command::new(program);
+    for var in env_remove {
+        command.env_remove(var);
+    }
+    let mut child = command
         .args(args)
         .stdin(Stdio::inherit())
         .stdout(Stdio::piped())
