@@ -119,6 +119,11 @@ fn user_namespaces() -> Check {
     if let Some(value) = &apparmor {
         notes.push(format!("apparmor_restrict_unprivileged_userns={value}"));
     }
+    let apparmor_note = if apparmor.as_deref() == Some("1") {
+        ": restricted by AppArmor"
+    } else {
+        ""
+    };
     let own = run_probe(false);
     let unprivileged = if rustix::process::geteuid().is_root() {
         Some(run_probe(true))
@@ -144,11 +149,7 @@ fn user_namespaces() -> Check {
             Status::Warn,
             format!(
                 "root can create user namespaces but uid 65534 cannot ({err}){}; rootless sandboxes will fail",
-                if apparmor.as_deref() == Some("1") {
-                    ": restricted by AppArmor"
-                } else {
-                    ""
-                }
+                apparmor_note
             ),
         ),
         (Err(err), _) => check(
@@ -156,11 +157,7 @@ fn user_namespaces() -> Check {
             Status::Fail,
             format!(
                 "cannot create a user namespace: {err}{} ({})",
-                if apparmor.as_deref() == Some("1") {
-                    ": restricted by AppArmor"
-                } else {
-                    ""
-                },
+                apparmor_note,
                 notes.join(", ")
             ),
         ),

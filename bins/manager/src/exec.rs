@@ -83,44 +83,61 @@ fn parse_secret_spec(text: &str) -> Result<SecretSpec, String> {
 
 const PLACEHOLDER_OPEN: &[u8] = b"{secret:";
 
-/// The secret names used by `{secret:NAME}` placeholders in one argument, in order.
-fn placeholders(arg: &OsStr) -> Result<Vec<String>, String> {
-    let bytes = arg.as_bytes();
-    let mut names = Vec::new();
-    let mut rest = bytes;
+/// One argument cut at its `{secret:NAME}` placeholders.
+enum Piece<'a> {
+    Text(&'a [u8]),
+    Secret(String),
+}
+
+/// Cuts an argument into text and placeholders; an unterminated placeholder is an error.
+fn pieces(arg: &OsStr) -> Result<Vec<Piece<'_>>, String> {
+    let mut pieces = Vec::new();
+    let mut rest = arg.as_bytes();
     while let Some(start) = find(rest, PLACEHOLDER_OPEN) {
+        pieces.push(Piece::Text(&rest[..start]));
         let after = &rest[start + PLACEHOLDER_OPEN.len()..];
         let end = after
             .iter()
             .position(|&b| b == b'}')
             .ok_or_else(|| format!("unterminated {{secret:…}} in {:?}", arg))?;
-        let name = String::from_utf8_lossy(&after[..end]).into_owned();
-        names.push(name);
+        pieces.push(Piece::Secret(
+            String::from_utf8_lossy(&after[..end]).into_owned(),
+        ));
         rest = &after[end + 1..];
     }
-    Ok(names)
+    pieces.push(Piece::Text(rest));
+    Ok(pieces)
+}
+
+/// The secret names used by `{secret:NAME}` placeholders in one argument, in order.
+fn placeholders(arg: &OsStr) -> Result<Vec<String>, String> {
+    Ok(pieces(arg)?
+        .into_iter()
+        .filter_map(|piece| match piece {
+            Piece::Secret(name) => Some(name),
+            Piece::Text(_) => None,
+        })
+        .collect())
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Replaces every `{secret:NAME}` by the FIFO path of NAME.
+/// Replaces every `{secret:NAME}` by the FIFO path of NAME (checked before: every
+/// placeholder is terminated and defined).
 fn substitute(arg: &OsStr, paths: &BTreeMap<String, OsString>) -> OsString {
     let mut out = Vec::with_capacity(arg.len());
-    let mut rest = arg.as_bytes();
-    while let Some(start) = find(rest, PLACEHOLDER_OPEN) {
-        out.extend_from_slice(&rest[..start]);
-        let after = &rest[start + PLACEHOLDER_OPEN.len()..];
-        // Checked by `placeholders` before: every placeholder is terminated and defined.
-        let end = after.iter().position(|&b| b == b'}').unwrap_or(after.len());
-        let name = String::from_utf8_lossy(&after[..end]);
-        if let Some(path) = paths.get(name.as_ref()) {
-            out.extend_from_slice(path.as_bytes());
+    for piece in pieces(arg).unwrap_or_default() {
+        match piece {
+            Piece::Text(text) => out.extend_from_slice(text),
+            Piece::Secret(name) => {
+                if let Some(path) = paths.get(&name) {
+                    out.extend_from_slice(path.as_bytes());
+                }
+            }
         }
-        rest = after.get(end + 1..).unwrap_or(&[]);
     }
-    out.extend_from_slice(rest);
     OsString::from_vec(out)
 }
 
